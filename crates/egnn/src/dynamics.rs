@@ -1,0 +1,110 @@
+//! Flow dynamics: velocity fields over batches of graphs, and the E-NF dynamics built from an EGNN.
+
+use crate::config::EgnnConfig;
+use crate::error::EgnnError;
+use crate::masks::Masks;
+use crate::network::Egnn;
+use tch::nn;
+use tch::Tensor;
+
+/// The time derivative of a batch of graphs.
+#[derive(Debug)]
+pub struct Velocity {
+    /// Position velocity `[batch, nodes, dims]`, centred over the real nodes, zero at padding.
+    pub x: Tensor,
+    /// Feature velocity `[batch, nodes, nf]` when the flow also moves features.
+    pub h: Option<Tensor>,
+}
+
+/// A dynamics model: the velocity of a batch of graphs at time t. It knows nothing about flows,
+/// traces or solvers; the flow crate turns it into a continuous normalizing flow.
+///
+/// Implementations must be E(n) equivariant in the positions if the flow is to be (the baselines
+/// of the paper's Table 1 are deliberately not), permutation equivariant over nodes, and must keep
+/// the position velocity centred so the flow stays on the zero-centre-of-mass subspace.
+pub trait Dynamics {
+    /// Velocity at time `t` (in [0, 1]) of positions `x [batch, nodes, dims]` and, for flows over
+    /// features, node features `h [batch, nodes, nf]`, for graphs with masks `masks`.
+    ///
+    /// Errors: shapes that do not fit the model ([`EgnnError::Shape`]), libtorch errors.
+    fn velocity(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<Velocity, EgnnError>;
+}
+
+/// The E-NF dynamics (FACTS.md section 1): an EGNN whose node input is the flow's features (or a
+/// constant 1 for particle systems, which have none) with the time t appended, whose edges carry the
+/// squared distances of the ODE state as an attribute, and whose output velocity is `x_L - x_0` with
+/// its mean over the real nodes removed. For flows over features the feature velocity is the EGNN's
+/// output features without the time channel.
+///
+/// Parameters under `path`: `egnn.*` (see [`Egnn`]).
+#[derive(Debug)]
+pub struct EgnnDynamics {
+    egnn: Egnn,
+    node_nf: i64,
+    condition_time: bool,
+}
+
+impl EgnnDynamics {
+    /// Dynamics for graphs with `node_nf` flowing features per node (0 for particle systems).
+    ///
+    /// Errors: [`EgnnError::Config`] for invalid hyper-parameters or a negative `node_nf`.
+    pub fn new(path: nn::Path, config: &EgnnConfig, node_nf: i64) -> Result<Self, EgnnError> {
+        if node_nf < 0 {
+            return Err(EgnnError::Config(format!("node_nf = {node_nf} must be >= 0")));
+        }
+        let in_nf = node_nf.max(1) + i64::from(config.condition_time);
+        let egnn = Egnn::new(&path / "egnn", config, in_nf, in_nf, 1)?;
+        Ok(EgnnDynamics { egnn, node_nf, condition_time: config.condition_time })
+    }
+
+    fn node_input(&self, t: f64, x: &Tensor, h: Option<&Tensor>) -> Result<Tensor, EgnnError> {
+        let size = x.size();
+        let (b, m) = (size[0], size[1]);
+        let opts = (x.kind(), x.device());
+        Ok(match (h, self.condition_time) {
+            (None, true) => Tensor::from_slice(&[1.0, t]).to_kind(x.kind()).to_device(x.device()).expand([b, m, 2], false),
+            (None, false) => Tensor::ones([b, m, 1], opts),
+            (Some(h), true) => Tensor::cat(&[h, &Tensor::full([b, m, 1], t, opts)], -1),
+            (Some(h), false) => h.shallow_clone(),
+        })
+    }
+}
+
+impl Dynamics for EgnnDynamics {
+    fn velocity(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<Velocity, EgnnError> {
+        let size = x.size();
+        if size.len() != 3 {
+            return Err(EgnnError::Shape { what: "positions", expected: "[batch, nodes, dims]".into(), got: size });
+        }
+        match (h, self.node_nf) {
+            (None, 0) => {}
+            (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => {}
+            (h, nf) => {
+                return Err(EgnnError::Shape {
+                    what: "node features",
+                    expected: if nf == 0 { "none (particle system)".into() } else { format!("[{}, {}, {nf}]", size[0], size[1]) },
+                    got: h.map(|h| h.size()).unwrap_or_default(),
+                })
+            }
+        }
+        let node_input = self.node_input(t, x, h)?;
+        let edge_attr = geometry::pairwise_sq_distances(x).unsqueeze(-1);
+        let (h_out, x_out) = self.egnn.forward(&node_input, x, Some(&edge_attr), true, masks)?;
+        let node_mask = (!masks.all_real).then_some(&masks.node);
+        let vx = geometry::centre(&(x_out - x), node_mask)?;
+        let vh = (self.node_nf > 0).then(|| h_out.narrow(-1, 0, self.node_nf));
+        Ok(Velocity { x: vx, h: vh })
+    }
+}

@@ -1,0 +1,48 @@
+//! Fully connected layers with PyTorch's `nn.Linear` initialisation, so that models trained here start
+//! from the same distribution of weights as the reference implementation.
+
+use tch::nn::{self, Init, Module};
+use tch::Tensor;
+
+/// A fully connected layer `y = x W^T + b`, `W [out, in]`, `b [out]`, stored as `<path>.weight` and
+/// `<path>.bias`. Input `[..., in]`, output `[..., out]`.
+#[derive(Debug)]
+pub struct Linear {
+    /// Weight `[out, in]`.
+    pub weight: Tensor,
+    /// Bias `[out]`, if any.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// PyTorch's default initialisation: weight and bias uniform on +-1/sqrt(in) (what
+    /// `kaiming_uniform_(a = sqrt(5))` gives for the weight).
+    pub fn new(path: nn::Path, in_dim: i64, out_dim: i64) -> Self {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        Self::with_init(path, in_dim, out_dim, Init::Uniform { lo: -bound, up: bound }, true)
+    }
+
+    /// A layer with the given weight initialisation; the bias (if any) uses PyTorch's default.
+    pub fn with_init(path: nn::Path, in_dim: i64, out_dim: i64, weight_init: Init, bias: bool) -> Self {
+        let weight = path.var("weight", &[out_dim, in_dim], weight_init);
+        let bias = bias.then(|| {
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            path.var("bias", &[out_dim], Init::Uniform { lo: -bound, up: bound })
+        });
+        Linear { weight, bias }
+    }
+
+    /// Xavier-uniform weight with the given gain and no bias: uniform on
+    /// +-gain * sqrt(6 / (in + out)) (Glorot & Bengio 2010). The EGNN's last coordinate layer uses
+    /// gain 0.001 so that the initial flow is close to the identity.
+    pub fn xavier_no_bias(path: nn::Path, in_dim: i64, out_dim: i64, gain: f64) -> Self {
+        let bound = gain * (6.0 / (in_dim + out_dim) as f64).sqrt();
+        Self::with_init(path, in_dim, out_dim, Init::Uniform { lo: -bound, up: bound }, false)
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Tensor {
+        xs.linear(&self.weight, self.bias.as_ref())
+    }
+}

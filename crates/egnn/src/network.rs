@@ -1,0 +1,102 @@
+//! The EGNN: a feature embedding, `n_layers` equivariant convolutions, and an output embedding.
+
+use crate::config::EgnnConfig;
+use crate::conv::EquivariantConv;
+use crate::error::EgnnError;
+use crate::linear::Linear;
+use crate::masks::Masks;
+use tch::nn::{self, Module};
+use tch::Tensor;
+
+/// An EGNN mapping node features `[batch, nodes, in_node_nf]` and positions `[batch, nodes, dims]` to
+/// features `[batch, nodes, out_node_nf]` and updated positions.
+///
+/// Parameters under `path`: `embedding_in`, `layers.<l>` (see [`EquivariantConv`]), `embedding_out`.
+#[derive(Debug)]
+pub struct Egnn {
+    embedding_in: Linear,
+    layers: Vec<EquivariantConv>,
+    embedding_out: Linear,
+    in_node_nf: i64,
+}
+
+impl Egnn {
+    /// Builds the network; `edge_attr_nf` extra attributes are fed to every layer's messages.
+    ///
+    /// Errors: [`EgnnError::Config`] for out-of-range hyper-parameters.
+    pub fn new(
+        path: nn::Path,
+        config: &EgnnConfig,
+        in_node_nf: i64,
+        out_node_nf: i64,
+        edge_attr_nf: i64,
+    ) -> Result<Self, EgnnError> {
+        config.validate()?;
+        let range = config.tanh.then(|| config.coords_range / config.n_layers as f64);
+        let layers = (0..config.n_layers)
+            .map(|l| {
+                EquivariantConv::new(
+                    &path / "layers" / l,
+                    config.hidden_nf,
+                    edge_attr_nf,
+                    config.attention,
+                    range,
+                    config.aggregation,
+                )
+            })
+            .collect();
+        Ok(Egnn {
+            embedding_in: Linear::new(&path / "embedding_in", in_node_nf, config.hidden_nf),
+            layers,
+            embedding_out: Linear::new(&path / "embedding_out", config.hidden_nf, out_node_nf),
+            in_node_nf,
+        })
+    }
+
+    /// Runs the network. `h [batch, nodes, in_node_nf]`, `x [batch, nodes, dims]`, `edge_attr
+    /// [batch, nodes, nodes, edge_attr_nf]` or `None`. If `edge_attr` holds exactly the squared
+    /// distances of `x`, pass `radial_is_edge_attr = true` to reuse it in the first layer.
+    ///
+    /// Returns `(h_out [batch, nodes, out_node_nf], x_out [batch, nodes, dims])`; padded nodes have
+    /// zero output features.
+    ///
+    /// Errors: [`EgnnError::Shape`] if `h`'s last dimension is not `in_node_nf` or ranks are wrong.
+    pub fn forward(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge_attr: Option<&Tensor>,
+        radial_is_edge_attr: bool,
+        masks: &Masks,
+    ) -> Result<(Tensor, Tensor), EgnnError> {
+        let hs = h.size();
+        if hs.len() != 3 || hs[2] != self.in_node_nf {
+            return Err(EgnnError::Shape {
+                what: "node features",
+                expected: format!("[batch, nodes, {}]", self.in_node_nf),
+                got: hs,
+            });
+        }
+        let xs = x.size();
+        if xs.len() != 3 || xs[..2] != hs[..2] {
+            return Err(EgnnError::Shape {
+                what: "positions",
+                expected: format!("[{}, {}, dims]", hs[0], hs[1]),
+                got: xs,
+            });
+        }
+        let mut h = self.embedding_in.forward(h);
+        let mut x = x.shallow_clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let radial = if l == 0 && radial_is_edge_attr { edge_attr } else { None };
+            let (h_new, x_new) = layer.forward(&h, &x, edge_attr, radial, masks);
+            h = h_new;
+            x = x_new;
+        }
+        let mut h = self.embedding_out.forward(&h);
+        if !masks.all_real {
+            h = h * masks.node.unsqueeze(-1);
+        }
+        Ok((h, x))
+    }
+}

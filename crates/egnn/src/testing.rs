@@ -1,0 +1,27 @@
+//! Fixtures for tests and benchmarks: small E-NF dynamics in a chosen dtype with parameters drawn
+//! large enough that every part of the network matters (the default initialisation makes the
+//! coordinate updates tiny, which would let an equivariance bug hide below round-off).
+
+use crate::config::EgnnConfig;
+use crate::dynamics::EgnnDynamics;
+use crate::error::EgnnError;
+use tch::{nn, Device, Kind, Tensor};
+
+/// E-NF dynamics for particle systems (no node features) with `config`, every parameter redrawn
+/// from N(0, `std`^2) with libtorch's generator seeded by `seed`, converted to `kind`.
+/// Returns the var store (which owns the parameters) and the dynamics.
+///
+/// Errors: [`EgnnError::Config`] for an invalid configuration.
+pub fn random_dynamics(config: &EgnnConfig, seed: i64, std: f64, kind: Kind) -> Result<(nn::VarStore, EgnnDynamics), EgnnError> {
+    tch::manual_seed(seed);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let dynamics = EgnnDynamics::new(vs.root(), config, 0)?;
+    vs.set_kind(kind);
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            let draw = Tensor::randn(v.size(), (kind, Device::Cpu)) * std;
+            v.copy_(&draw);
+        }
+    });
+    Ok((vs, dynamics))
+}

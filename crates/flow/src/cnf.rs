@@ -1,0 +1,184 @@
+//! The continuous normalizing flow: a dynamics model, an ODE solver and a prior.
+
+use crate::error::{expect_positions, FlowError};
+use crate::prior::CentredGaussian;
+use crate::trace::{exact_from_replicas, hutchinson, TraceEstimator};
+use egnn::{Dynamics, Masks};
+use ode::{OdeError, OdeRhs, OdeSolver, SolveStats};
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// Whether a solve records what training needs to backpropagate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GradientMode {
+    /// Build the autograd graph through every accepted solver step (the trace estimate is made
+    /// differentiable too), so `loss.backward()` gives parameter gradients.
+    Backprop,
+    /// No parameter gradients (evaluation, sampling): nothing is kept between evaluations.
+    NoGrad,
+}
+
+/// The result of encoding data into the latent space.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Latent positions z = f(x) at t = 1, `[batch, nodes, dims]`, centred.
+    pub z: Tensor,
+    /// `log |det dz/dx|` = the integral of the trace over t in [0, 1], `[batch]`.
+    pub log_det: Tensor,
+    /// Solver statistics.
+    pub stats: SolveStats,
+}
+
+/// An E(n) equivariant (if its dynamics are) continuous normalizing flow over positions.
+#[derive(Debug)]
+pub struct Cnf<D> {
+    /// The velocity field.
+    pub dynamics: D,
+    /// The ODE solver used for density evaluation and sampling.
+    pub solver: OdeSolver,
+    /// The base density of the latent positions.
+    pub prior: CentredGaussian,
+}
+
+/// The augmented right-hand side `[x, log det] -> [v, tr(dv/dx)]`.
+struct DensityRhs<'a, D> {
+    dynamics: &'a D,
+    masks: &'a Masks,
+    /// Masks of the replicated batch, for the exact trace.
+    masks_rep: Option<Masks>,
+    trace: TraceEstimator,
+    /// Hutchinson probes, fixed for the whole solve.
+    eps: Option<Tensor>,
+    create_graph: bool,
+}
+
+impl<D: Dynamics> DensityRhs<'_, D> {
+    fn eval_inner(&self, t: f64, x: &Tensor) -> Result<Vec<Tensor>, FlowError> {
+        tch::with_grad(|| {
+            // Differentiate with respect to the stage input itself: inside a training graph it
+            // already requires gradients; otherwise make it a fresh leaf.
+            let x_in = if self.create_graph && x.requires_grad() {
+                x.shallow_clone()
+            } else {
+                x.detach().set_requires_grad(true)
+            };
+            let (v, tr) = match (self.trace, &self.eps, &self.masks_rep) {
+                (TraceEstimator::Hutchinson(_), Some(eps), _) => {
+                    let v = self.dynamics.velocity(t, &x_in, None, self.masks)?.x;
+                    let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
+                    (v, tr)
+                }
+                (TraceEstimator::Exact, _, Some(masks_rep)) => {
+                    let size = x.size();
+                    let d = size[1] * size[2];
+                    let x_rep = x_in.repeat([d, 1, 1]);
+                    let v_rep = self.dynamics.velocity(t, &x_rep, None, masks_rep)?.x;
+                    let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
+                    (v_rep.narrow(0, 0, size[0]), tr)
+                }
+                _ => unreachable!("probes or replicated masks are prepared with the estimator"),
+            };
+            Ok(if self.create_graph { vec![v, tr] } else { vec![v.detach(), tr.detach()] })
+        })
+    }
+}
+
+impl<D: Dynamics> OdeRhs for DensityRhs<'_, D> {
+    fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+        self.eval_inner(t, &y[0]).map_err(|e| OdeError::rhs(t, e))
+    }
+}
+
+/// The velocity alone, for sampling.
+struct VelocityRhs<'a, D> {
+    dynamics: &'a D,
+    masks: &'a Masks,
+}
+
+impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
+    fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+        let v = self.dynamics.velocity(t, &y[0], None, self.masks).map_err(|e| OdeError::rhs(t, e))?;
+        Ok(vec![v.x])
+    }
+}
+
+impl<D: Dynamics> Cnf<D> {
+    /// A flow with the given dynamics and solver and the centre-of-mass-free Gaussian prior.
+    pub fn new(dynamics: D, solver: OdeSolver) -> Self {
+        Cnf { dynamics, solver, prior: CentredGaussian }
+    }
+
+    fn run<T>(mode: GradientMode, f: impl FnOnce() -> T) -> T {
+        match mode {
+            GradientMode::Backprop => f(),
+            GradientMode::NoGrad => tch::no_grad(f),
+        }
+    }
+
+    /// Encodes positions `x [batch, nodes, dims]` (centred here over the real nodes) into the
+    /// latent space by integrating from t = 0 to t = 1, with the trace computed by `trace`.
+    /// Hutchinson probes are drawn once for this solve from the libtorch generator.
+    ///
+    /// Errors: [`FlowError::Shape`] for non-rank-3 positions; [`FlowError::Ode`] when the solve
+    /// fails (with the time: non-finite state, step-size underflow, too many steps).
+    pub fn encode(&self, x: &Tensor, masks: &Masks, trace: TraceEstimator, mode: GradientMode) -> Result<Encoded, FlowError> {
+        expect_positions(x)?;
+        let node_mask = (!masks.all_real).then_some(&masks.node);
+        let x = geometry::centre(x, node_mask)?;
+        let size = x.size();
+        let rhs = DensityRhs {
+            dynamics: &self.dynamics,
+            masks,
+            masks_rep: matches!(trace, TraceEstimator::Exact).then(|| masks.repeat(size[1] * size[2])),
+            trace,
+            eps: match trace {
+                TraceEstimator::Hutchinson(noise) => Some(noise.sample(&size, &masks.node, x.kind(), x.device())),
+                TraceEstimator::Exact => None,
+            },
+            create_graph: mode == GradientMode::Backprop,
+        };
+        let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
+        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &[x, log_det0]))?;
+        let log_det = y.pop().unwrap_or_else(Tensor::new);
+        let z = y.pop().unwrap_or_else(Tensor::new);
+        Ok(Encoded { z, log_det, stats })
+    }
+
+    /// Log-likelihood `log p(x) = log p_Z(f(x)) + log |det df/dx|` in nats, `[batch]`, of positions
+    /// `x [batch, nodes, dims]` (Chen et al. 2018, theorem 1; E-NF eq. 11).
+    ///
+    /// Errors: as [`Cnf::encode`].
+    pub fn log_likelihood(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        trace: TraceEstimator,
+        mode: GradientMode,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
+        let enc = self.encode(x, masks, trace, mode)?;
+        let log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
+        Ok((log_pz + enc.log_det, enc.stats))
+    }
+
+    /// Maps latent positions `z [batch, nodes, dims]` back to data space by integrating the
+    /// velocity from t = 1 to t = 0.
+    ///
+    /// Errors: [`FlowError::Shape`], [`FlowError::Ode`].
+    pub fn decode(&self, z: &Tensor, masks: &Masks, mode: GradientMode) -> Result<(Tensor, SolveStats), FlowError> {
+        expect_positions(z)?;
+        let rhs = VelocityRhs { dynamics: &self.dynamics, masks };
+        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 1.0, 0.0, &[z.shallow_clone()]))?;
+        Ok((y.pop().unwrap_or_else(Tensor::new), stats))
+    }
+
+    /// Draws positions `[batch, nodes, n_dims]` for the graphs of `masks`: z from the prior, then
+    /// [`Cnf::decode`]. Uses the libtorch generator. Returns the samples and the latent draws.
+    ///
+    /// Errors: [`FlowError::Ode`] when the backward solve fails.
+    pub fn sample(&self, masks: &Masks, n_dims: i64, kind: Kind) -> Result<(Tensor, Tensor, SolveStats), FlowError> {
+        let z = self.prior.sample(&masks.node, n_dims, kind, masks.node.device())?;
+        let (x, stats) = self.decode(&z, masks, GradientMode::NoGrad)?;
+        Ok((x, z, stats))
+    }
+}

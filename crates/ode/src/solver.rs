@@ -1,0 +1,259 @@
+//! The solver: a method and its options, integrating an [`OdeRhs`] over an interval or through a
+//! list of output times, with statistics.
+
+use crate::control::{initial_step, scaled, step_factor, ErrorNorm};
+use crate::error::OdeError;
+use crate::state::all_finite;
+use crate::stepper::rk_step;
+use crate::tableau::Method;
+use crate::OdeRhs;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Options of a solve. Defaults: dopri5 at rtol = atol = 1e-4, as the reference trained and
+/// evaluated with (FACTS.md section 1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SolverOptions {
+    /// Relative tolerance (adaptive methods).
+    pub rtol: f64,
+    /// Absolute tolerance (adaptive methods).
+    pub atol: f64,
+    /// How the scaled error of a multi-tensor state is reduced to one number.
+    pub norm: ErrorNorm,
+    /// First step size; `None` for Hairer-Norsett-Wanner's automatic choice.
+    pub first_step: Option<f64>,
+    /// Step size of fixed-step methods (required for them); ignored by adaptive ones.
+    pub step_size: Option<f64>,
+    /// Smallest step magnitude before [`OdeError::StepSizeUnderflow`].
+    pub min_step: f64,
+    /// Largest step magnitude.
+    pub max_step: f64,
+    /// Step budget (accepted + rejected) before [`OdeError::TooManySteps`].
+    pub max_steps: usize,
+    /// Safety factor of the step-size update.
+    pub safety: f64,
+    /// Largest growth of the step per step.
+    pub ifactor: f64,
+    /// Largest shrinkage of the step per rejected step.
+    pub dfactor: f64,
+}
+
+impl Default for SolverOptions {
+    fn default() -> Self {
+        SolverOptions {
+            rtol: 1e-4,
+            atol: 1e-4,
+            norm: ErrorNorm::MixedRms,
+            first_step: None,
+            step_size: None,
+            min_step: 1e-12,
+            max_step: f64::INFINITY,
+            max_steps: 10_000,
+            safety: 0.9,
+            ifactor: 10.0,
+            dfactor: 0.2,
+        }
+    }
+}
+
+/// Statistics of one solve.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SolveStats {
+    /// Right-hand-side evaluations (NFE), the initial-step heuristic's included.
+    pub nfe: usize,
+    /// Accepted steps.
+    pub accepted: usize,
+    /// Rejected steps.
+    pub rejected: usize,
+    /// Magnitude of the last attempted step.
+    pub last_step: f64,
+}
+
+impl std::ops::AddAssign for SolveStats {
+    fn add_assign(&mut self, o: Self) {
+        self.nfe += o.nfe;
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.last_step = o.last_step;
+    }
+}
+
+/// The result of a solve: the state at each requested time.
+#[derive(Debug)]
+pub struct Solution {
+    /// Output times, in the order requested.
+    pub t: Vec<f64>,
+    /// The state at each output time (`y[i]` at `t[i]`); `y[0]` is the initial state.
+    pub y: Vec<Vec<Tensor>>,
+    /// Statistics.
+    pub stats: SolveStats,
+}
+
+impl Solution {
+    /// The state at the last output time.
+    pub fn last(&self) -> &[Tensor] {
+        self.y.last().map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Takes the state at the last output time.
+    pub fn into_last(mut self) -> Vec<Tensor> {
+        self.y.pop().unwrap_or_default()
+    }
+}
+
+/// An ODE solver: a method with options.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OdeSolver {
+    /// The Runge-Kutta method.
+    pub method: Method,
+    /// Its options.
+    #[serde(flatten)]
+    pub options: SolverOptions,
+}
+
+impl Default for OdeSolver {
+    fn default() -> Self {
+        OdeSolver { method: Method::Dopri5, options: SolverOptions::default() }
+    }
+}
+
+impl OdeSolver {
+    /// dopri5 with the given tolerances and default options otherwise.
+    pub fn dopri5(rtol: f64, atol: f64) -> Self {
+        OdeSolver { method: Method::Dopri5, options: SolverOptions { rtol, atol, ..Default::default() } }
+    }
+
+    /// A fixed-step method with step `h`.
+    pub fn fixed(method: Method, h: f64) -> Self {
+        OdeSolver { method, options: SolverOptions { step_size: Some(h), ..Default::default() } }
+    }
+
+    /// Checks the options against the method.
+    ///
+    /// Errors: [`OdeError::InvalidOptions`] naming the bad option.
+    pub fn validate(&self) -> Result<(), OdeError> {
+        let o = &self.options;
+        let bad = |s: String| Err(OdeError::InvalidOptions(s));
+        if self.method.tableau().is_adaptive() {
+            if !(o.rtol >= 0.0 && o.atol >= 0.0 && o.rtol + o.atol > 0.0 && o.rtol.is_finite() && o.atol.is_finite()) {
+                return bad(format!("rtol = {}, atol = {}: both >= 0, finite, not both 0", o.rtol, o.atol));
+            }
+        } else if !o.step_size.is_some_and(|h| h > 0.0 && h.is_finite()) {
+            return bad(format!("{} is a fixed-step method and needs a positive step_size", self.method.tableau().name));
+        }
+        if !(o.min_step >= 0.0 && o.max_step > o.min_step) {
+            return bad(format!("min_step = {} and max_step = {}", o.min_step, o.max_step));
+        }
+        if !(o.safety > 0.0 && o.safety <= 1.0 && o.ifactor >= 1.0 && o.dfactor > 0.0 && o.dfactor <= 1.0) {
+            return bad("safety in (0, 1], ifactor >= 1, dfactor in (0, 1]".into());
+        }
+        if o.max_steps == 0 {
+            return bad("max_steps must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Integrates from `t0` to `t1` (either direction) starting at `y0`; returns the state at `t1`.
+    ///
+    /// Errors: see [`OdeSolver::solve_at`].
+    pub fn solve(&self, rhs: &dyn OdeRhs, t0: f64, t1: f64, y0: &[Tensor]) -> Result<(Vec<Tensor>, SolveStats), OdeError> {
+        let sol = self.solve_at(rhs, &[t0, t1], y0)?;
+        let stats = sol.stats;
+        Ok((sol.into_last(), stats))
+    }
+
+    /// Integrates through the output times `t_eval` (strictly monotone, either direction;
+    /// `t_eval[0]` is the initial time of `y0`). Steps are shortened to land on each output time.
+    ///
+    /// Errors: [`OdeError::InvalidOptions`] (bad options or times), [`OdeError::StepSizeUnderflow`],
+    /// [`OdeError::TooManySteps`], [`OdeError::NonFinite`] (NaN or infinity in the state, the
+    /// derivative or the error estimate, with the time of the step), or the right-hand side's error.
+    /// `y0` is never modified.
+    pub fn solve_at(&self, rhs: &dyn OdeRhs, t_eval: &[f64], y0: &[Tensor]) -> Result<Solution, OdeError> {
+        self.validate()?;
+        if t_eval.len() < 2 || t_eval.iter().any(|t| !t.is_finite()) {
+            return Err(OdeError::InvalidOptions("t_eval needs at least two finite times".into()));
+        }
+        let direction = (t_eval[1] - t_eval[0]).signum();
+        if direction == 0.0 || t_eval.windows(2).any(|w| (w[1] - w[0]) * direction <= 0.0) {
+            return Err(OdeError::InvalidOptions("t_eval must be strictly monotone".into()));
+        }
+        let tableau = self.method.tableau();
+        let o = &self.options;
+        let mut stats = SolveStats::default();
+        let mut t = t_eval[0];
+        let mut y: Vec<Tensor> = y0.iter().map(|v| v.shallow_clone()).collect();
+        let mut out = vec![y.iter().map(|v| v.shallow_clone()).collect::<Vec<_>>()];
+
+        let mut f = rhs.eval(t, &y)?;
+        stats.nfe += 1;
+        if !all_finite(&f) {
+            return Err(OdeError::NonFinite { what: "derivative", t });
+        }
+        let mut h = match (tableau.is_adaptive(), o.first_step) {
+            (false, _) => o.step_size.unwrap_or_default(),
+            (true, Some(h0)) => h0.abs(),
+            (true, None) => {
+                let order = tableau.order - 1;
+                let (h0, nfe) = initial_step(rhs, t, &y, &f, order, o.rtol, o.atol, o.norm, direction)?;
+                stats.nfe += nfe;
+                h0
+            }
+        }
+        .clamp(o.min_step, o.max_step);
+
+        for &target in &t_eval[1..] {
+            while (target - t) * direction > 0.0 {
+                if stats.accepted + stats.rejected >= o.max_steps {
+                    return Err(OdeError::TooManySteps { t, max_steps: o.max_steps });
+                }
+                let remaining = (target - t).abs();
+                // Land exactly on the target instead of leaving a sliver of a step.
+                let magnitude = if h >= remaining * (1.0 - 1e-12) { remaining } else { h };
+                let h_try = direction * magnitude;
+                stats.last_step = magnitude;
+                if magnitude < o.min_step || t + h_try == t {
+                    return Err(OdeError::StepSizeUnderflow { t, h: magnitude });
+                }
+                let step = rk_step(rhs, tableau, t, &y, h_try, &f)?;
+                stats.nfe += step.nfe;
+                let t_new = if magnitude == remaining { target } else { t + h_try };
+                let accepted = match &step.error {
+                    None => {
+                        if !all_finite(&step.y) {
+                            return Err(OdeError::NonFinite { what: "state", t });
+                        }
+                        true
+                    }
+                    Some(err) => {
+                        let ratio = o.norm.norm(&scaled(err, &y, &step.y, o.rtol, o.atol));
+                        if !ratio.is_finite() {
+                            return Err(OdeError::NonFinite { what: "error estimate of the step", t });
+                        }
+                        let factor = step_factor(ratio, tableau.order, o.safety, o.ifactor, o.dfactor);
+                        h = (magnitude * factor).clamp(o.min_step, o.max_step);
+                        ratio <= 1.0
+                    }
+                };
+                if accepted {
+                    stats.accepted += 1;
+                    t = t_new;
+                    y = step.y;
+                    f = match step.f_new {
+                        Some(f_new) => f_new,
+                        None => {
+                            stats.nfe += 1;
+                            rhs.eval(t, &y)?
+                        }
+                    };
+                } else {
+                    stats.rejected += 1;
+                }
+            }
+            out.push(y.iter().map(|v| v.shallow_clone()).collect());
+        }
+        Ok(Solution { t: t_eval.to_vec(), y: out, stats })
+    }
+}
