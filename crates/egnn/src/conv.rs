@@ -10,13 +10,15 @@
 //!   `tanh(.) * coords_range / n_layers` when tanh is on;
 //! - features `h_i <- h_i + phi_h(h_i, sum_j m_ij)`, `phi_h` = Linear-SiLU-Linear.
 //!
-//! Dense formulation: the first layer of `phi_e` is split into per-node products `h W_src^T`,
-//! `h W_dst^T` (`[batch, nodes, hidden]`) broadcast-added over pairs, so no `[pairs, 2 hidden]`
-//! concatenation is ever built.
+//! Dense formulation over the neighbour layout of [`Masks`] (edge tensors `[batch, nodes, nodes -
+//! 1, ...]`, no self-loops): the first layer of `phi_e` is split into per-node products
+//! `h W_src^T` and `h W_dst^T` (`[batch, nodes, hidden]`), the first broadcast over neighbours and
+//! the second gathered, so no `[edges, 2 hidden]` concatenation is ever built. For batches without
+//! padding no masking operation is needed at all.
 
 use crate::config::Aggregation;
 use crate::linear::Linear;
-use crate::masks::Masks;
+use crate::masks::{gather_neighbours, neighbour_differences, Masks};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -78,9 +80,10 @@ impl EquivariantConv {
     /// Applies the convolution.
     ///
     /// - `h [batch, nodes, hidden]`, `x [batch, nodes, dims]`;
-    /// - `edge_attr [batch, nodes, nodes, edge_attr_nf]` (the squared distances of the ODE state for
-    ///   E-NF dynamics), or `None` when the layer was built with `edge_attr_nf = 0`;
-    /// - `radial`: `||x_i - x_j||^2` as `[batch, nodes, nodes, 1]` if the caller already has it.
+    /// - `edge_attr [batch, nodes, nodes - 1, edge_attr_nf]` in the neighbour layout (the squared
+    ///   distances of the ODE state for E-NF dynamics), or `None` when the layer was built with
+    ///   `edge_attr_nf = 0`;
+    /// - `radial`: `||x_i - x_j||^2` as `[batch, nodes, nodes - 1, 1]` if the caller already has it.
     ///
     /// Returns `(h', x')` of the same shapes; padded nodes keep zero features and their positions.
     pub fn forward(
@@ -92,7 +95,7 @@ impl EquivariantConv {
         masks: &Masks,
     ) -> (Tensor, Tensor) {
         let hid = self.hidden_nf;
-        let diff = x.unsqueeze(2) - x.unsqueeze(1); // [B, M, M, n]: x_i - x_j
+        let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]: x_i - x_j
         let radial = match radial {
             Some(r) => r.shallow_clone(),
             None => diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind()),
@@ -101,26 +104,31 @@ impl EquivariantConv {
         // First edge layer, split: W = [W_src | W_dst | w_radial | W_attr].
         let w = &self.edge_in.weight;
         let src = h.matmul(&w.narrow(1, 0, hid).tr()); // [B, M, H]
-        let dst = h.matmul(&w.narrow(1, hid, hid).tr());
+        let dst = gather_neighbours(&h.matmul(&w.narrow(1, hid, hid).tr()), &masks.neighbours);
         let pair_scalars = match edge_attr {
             Some(a) => Tensor::cat(&[&radial, a], -1),
             None => radial.shallow_clone(),
         };
         let scalar_part =
             pair_scalars.linear(&w.narrow(1, 2 * hid, w.size()[1] - 2 * hid), self.edge_in.bias.as_ref());
-        let pre = scalar_part + src.unsqueeze(2) + dst.unsqueeze(1); // [B, M, M, H]
+        let pre = scalar_part + src.unsqueeze(2) + dst; // [B, M, M-1, H]
         let mut m = self.edge_out.forward(&pre.silu()).silu();
         if let Some(att) = &self.attention {
             m = &m * att.forward(&m).sigmoid();
         }
-        let m = m * &masks.edge;
+        if !masks.all_real {
+            m = m * &masks.edge;
+        }
 
         // Coordinates (eq. 9).
-        let mut phi = self.coord_out.forward(&self.coord_in.forward(&m).silu()); // [B, M, M, 1]
+        let mut phi = self.coord_out.forward(&self.coord_in.forward(&m).silu()); // [B, M, M-1, 1]
         if let Some(range) = self.coords_range {
             phi = phi.tanh() * range;
         }
-        let scale = phi * &masks.edge / ((&radial + NORM_EPS).sqrt() + NORM_CONSTANT);
+        if !masks.all_real {
+            phi = phi * &masks.edge;
+        }
+        let scale = phi / ((&radial + NORM_EPS).sqrt() + NORM_CONSTANT);
         let mut shift = (diff * scale).sum_dim_intlist(&[2i64][..], false, x.kind()); // [B, M, n]
         let mut agg = m.sum_dim_intlist(&[2i64][..], false, m.kind()); // [B, M, H]
         if self.aggregation == Aggregation::Mean {

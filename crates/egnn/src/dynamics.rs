@@ -100,7 +100,7 @@ impl Dynamics for EgnnDynamics {
             }
         }
         let node_input = self.node_input(t, x, h)?;
-        let edge_attr = geometry::pairwise_sq_distances(x).unsqueeze(-1);
+        let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
         let (h_out, x_out) = self.egnn.forward(&node_input, x, Some(&edge_attr), true, masks)?;
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let vx = geometry::centre(&(x_out - x), node_mask)?;

@@ -3,14 +3,44 @@
 use tch::{Device, Kind, Tensor};
 
 /// Masks of a batch, computed once per batch and shared by every evaluation of the dynamics.
+///
+/// Edges use the *neighbour layout*: the M - 1 neighbours j != i of node i, in increasing order,
+/// so edge tensors are `[batch, nodes, nodes - 1, ...]` and hold no self-loops (for DW4 that is 12
+/// edges per graph instead of 16). Summing over axis 2 aggregates over a node's neighbours.
 #[derive(Debug)]
 pub struct Masks {
     /// `[batch, nodes]`, 1 for a real node, 0 for padding.
     pub node: Tensor,
-    /// `[batch, nodes, nodes, 1]`, 1 for an edge i != j between two real nodes.
+    /// `[batch, nodes, nodes - 1, 1]` in the neighbour layout: 1 where both ends are real.
     pub edge: Tensor,
+    /// `[nodes * (nodes - 1)]` (int64): the neighbour j of each edge, node-major.
+    pub neighbours: Tensor,
     /// Whether every node is real (lets callers skip masking work).
     pub all_real: bool,
+}
+
+/// The neighbour index of the neighbour layout: for i in 0..m, the j in 0..m with j != i.
+pub fn neighbour_index(m: i64, device: Device) -> Tensor {
+    let idx: Vec<i64> = (0..m).flat_map(|i| (0..m).filter(move |&j| j != i)).collect();
+    Tensor::from_slice(&idx).to_device(device)
+}
+
+/// Gathers per-node values `[batch, nodes, f]` into the neighbour layout `[batch, nodes, nodes -
+/// 1, f]`: entry `[b, i, k]` is the value of the k-th neighbour of i.
+pub fn gather_neighbours(values: &Tensor, neighbours: &Tensor) -> Tensor {
+    let s = values.size();
+    values.index_select(1, neighbours).view([s[0], s[1], (s[1] - 1).max(0), s[2]])
+}
+
+/// Differences `x_i - x_j` over the neighbour layout: `x [batch, nodes, dims]` ->
+/// `[batch, nodes, nodes - 1, dims]`.
+pub fn neighbour_differences(x: &Tensor, neighbours: &Tensor) -> Tensor {
+    x.unsqueeze(2) - gather_neighbours(x, neighbours)
+}
+
+/// Squared distances `||x_i - x_j||^2` over the neighbour layout: `[batch, nodes, nodes - 1, 1]`.
+pub fn neighbour_sq_distances(x: &Tensor, neighbours: &Tensor) -> Tensor {
+    neighbour_differences(x, neighbours).square().sum_dim_intlist(&[-1i64][..], true, x.kind())
 }
 
 impl Masks {
@@ -21,12 +51,11 @@ impl Masks {
 
     /// Masks from a node mask `[batch, nodes]` (any float kind; it is kept in that kind).
     pub fn from_node_mask(node_mask: &Tensor) -> Self {
-        let all_real = node_mask.min().double_value(&[]) > 0.5;
-        Masks {
-            node: node_mask.shallow_clone(),
-            edge: geometry::edge_mask(node_mask).unsqueeze(-1),
-            all_real,
-        }
+        let all_real = node_mask.numel() == 0 || node_mask.min().double_value(&[]) > 0.5;
+        let neighbours = neighbour_index(node_mask.size()[1], node_mask.device());
+        let node = node_mask.shallow_clone();
+        let edge = node.unsqueeze(2).unsqueeze(3) * gather_neighbours(&node.unsqueeze(-1), &neighbours);
+        Masks { node, edge, neighbours, all_real }
     }
 
     /// Number of graphs.
@@ -45,12 +74,35 @@ impl Masks {
         Masks {
             node: self.node.repeat([k, 1]),
             edge: self.edge.repeat([k, 1, 1, 1]),
+            neighbours: self.neighbours.shallow_clone(),
             all_real: self.all_real,
         }
     }
 
     /// The masks in another float kind.
     pub fn to_kind(&self, kind: Kind) -> Self {
-        Masks { node: self.node.to_kind(kind), edge: self.edge.to_kind(kind), all_real: self.all_real }
+        Masks {
+            node: self.node.to_kind(kind),
+            edge: self.edge.to_kind(kind),
+            neighbours: self.neighbours.shallow_clone(),
+            all_real: self.all_real,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neighbour_layout_lists_every_other_node() {
+        let idx: Vec<i64> = neighbour_index(3, Device::Cpu).try_into().unwrap();
+        assert_eq!(idx, vec![1, 2, 0, 2, 0, 1]);
+        let mask = Tensor::from_slice(&[1.0f64, 1.0, 0.0]).view([1, 3]);
+        let m = Masks::from_node_mask(&mask);
+        let edge: Vec<f64> = m.edge.flatten(0, -1).try_into().unwrap();
+        // Edges 0-1, 0-2, 1-0, 1-2, 2-0, 2-1: only 0-1 and 1-0 join two real nodes.
+        assert_eq!(edge, vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
+        assert!(!m.all_real);
     }
 }

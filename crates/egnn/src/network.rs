@@ -54,7 +54,7 @@ impl Egnn {
     }
 
     /// Runs the network. `h [batch, nodes, in_node_nf]`, `x [batch, nodes, dims]`, `edge_attr
-    /// [batch, nodes, nodes, edge_attr_nf]` or `None`. If `edge_attr` holds exactly the squared
+    /// [batch, nodes, nodes - 1, edge_attr_nf]` (neighbour layout of [`Masks`]) or `None`. If `edge_attr` holds exactly the squared
     /// distances of `x`, pass `radial_is_edge_attr = true` to reuse it in the first layer.
     ///
     /// Returns `(h_out [batch, nodes, out_node_nf], x_out [batch, nodes, dims])`; padded nodes have

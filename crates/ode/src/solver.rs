@@ -37,6 +37,12 @@ pub struct SolverOptions {
     pub ifactor: f64,
     /// Largest shrinkage of the step per rejected step.
     pub dfactor: f64,
+    /// Weight of the previous step's error in a proportional-integral step-size controller
+    /// (Gustafsson 1991; Hairer, Norsett & Wanner, "Solving ODEs II", section IV.2, with their
+    /// dopri5 code's beta = 0.04). 0 gives the classic controller that torchdiffeq uses.
+    pub pi_beta: f64,
+    /// Do not let the step grow right after a rejected step (as Hairer's dopri5 code does).
+    pub no_growth_after_reject: bool,
 }
 
 impl Default for SolverOptions {
@@ -53,6 +59,8 @@ impl Default for SolverOptions {
             safety: 0.9,
             ifactor: 10.0,
             dfactor: 0.2,
+            pi_beta: 0.0,
+            no_growth_after_reject: false,
         }
     }
 }
@@ -149,6 +157,9 @@ impl OdeSolver {
         if !(o.safety > 0.0 && o.safety <= 1.0 && o.ifactor >= 1.0 && o.dfactor > 0.0 && o.dfactor <= 1.0) {
             return bad("safety in (0, 1], ifactor >= 1, dfactor in (0, 1]".into());
         }
+        if !(0.0..0.2).contains(&o.pi_beta) {
+            return bad(format!("pi_beta = {} must be in [0, 0.2)", o.pi_beta));
+        }
         if o.max_steps == 0 {
             return bad("max_steps must be at least 1".into());
         }
@@ -204,6 +215,9 @@ impl OdeSolver {
         }
         .clamp(o.min_step, o.max_step);
 
+        // Scaled error of the last accepted step, for the PI controller.
+        let mut previous_ratio: f64 = 1e-4;
+        let mut last_rejected = false;
         for &target in &t_eval[1..] {
             while (target - t) * direction > 0.0 {
                 if stats.accepted + stats.rejected >= o.max_steps {
@@ -232,9 +246,24 @@ impl OdeSolver {
                         if !ratio.is_finite() {
                             return Err(OdeError::NonFinite { what: "error estimate of the step", t });
                         }
-                        let factor = step_factor(ratio, tableau.order, o.safety, o.ifactor, o.dfactor);
+                        let accept = ratio <= 1.0;
+                        let mut factor = step_factor(ratio, tableau.order, o.safety, o.ifactor, o.dfactor);
+                        if accept && o.pi_beta > 0.0 {
+                            let order = tableau.order as f64;
+                            factor = (o.safety
+                                * ratio.max(1e-10).powf(-(1.0 / order - 0.75 * o.pi_beta))
+                                * previous_ratio.powf(o.pi_beta))
+                            .clamp(o.dfactor, o.ifactor);
+                        }
+                        if accept && last_rejected && o.no_growth_after_reject {
+                            factor = factor.min(1.0);
+                        }
+                        if accept {
+                            previous_ratio = ratio.max(1e-4);
+                        }
+                        last_rejected = !accept;
                         h = (magnitude * factor).clamp(o.min_step, o.max_step);
-                        ratio <= 1.0
+                        accept
                     }
                 };
                 if accepted {

@@ -1,0 +1,80 @@
+//! Create-or-load of data sets.
+
+mod common;
+
+use datasets::{
+    default_config, default_dw4_config, ensure_dataset, ensure_dataset_with, generate,
+    DatasetError, MetropolisConfig, ParticleDataset, Source, System,
+};
+
+fn small_config() -> MetropolisConfig {
+    MetropolisConfig {
+        n_chains: 10,
+        n_samples: 2100,
+        burn_in: 100,
+        thin: 5,
+        ..default_dw4_config()
+    }
+}
+
+#[test]
+fn generates_writes_then_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/dw4.h5");
+    let made = ensure_dataset_with(&path, System::Dw4, &small_config()).unwrap();
+    assert_eq!(made.len(), 2100);
+    assert_eq!(
+        (
+            made.splits.train.len(),
+            made.splits.val.len(),
+            made.splits.test.len()
+        ),
+        (100, 1000, 1000)
+    );
+    assert!(matches!(&made.source, Source::Metropolis { config, .. } if config == &small_config()));
+    assert_eq!(ParticleDataset::read(&path).unwrap(), made);
+
+    // A second call loads the file (another config does not trigger regeneration).
+    let other = MetropolisConfig {
+        seed: 99,
+        ..small_config()
+    };
+    assert_eq!(
+        ensure_dataset_with(&path, System::Dw4, &other).unwrap(),
+        made
+    );
+
+    // A file of another system is an error and stays untouched.
+    let before = std::fs::read(&path).unwrap();
+    assert!(matches!(
+        ensure_dataset_with(&path, System::Lj13, &other),
+        Err(DatasetError::SystemMismatch { .. })
+    ));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn corrupt_file_is_regenerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dw4.h5");
+    std::fs::write(&path, b"half a file").unwrap();
+    let made = ensure_dataset_with(&path, System::Dw4, &small_config()).unwrap();
+    assert_eq!(ParticleDataset::read(&path).unwrap(), made);
+    assert_eq!(made, generate(System::Dw4, &small_config()).unwrap());
+}
+
+#[test]
+fn default_settings() {
+    let c = default_dw4_config();
+    assert_eq!(c.n_samples, 102_000);
+    assert_eq!(c.proposal_std, 0.5);
+    assert!(matches!(
+        default_config(System::Lj13),
+        Err(DatasetError::UnsupportedSystem(_))
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        ensure_dataset(dir.path().join("lj.h5"), System::Lj13),
+        Err(DatasetError::UnsupportedSystem(_))
+    ));
+}

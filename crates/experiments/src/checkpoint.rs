@@ -1,0 +1,115 @@
+//! Model checkpoints as safetensors files (the parameters of a `VarStore` under their names, plus
+//! string metadata), written atomically.
+
+use crate::error::ExperimentError;
+use crate::fsutil::atomic_write;
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use std::collections::HashMap;
+use std::path::Path;
+use tch::{nn::VarStore, Kind, Tensor};
+
+fn dtype_of(kind: Kind) -> Option<(Dtype, Kind)> {
+    match kind {
+        Kind::Float => Some((Dtype::F32, Kind::Float)),
+        Kind::Double => Some((Dtype::F64, Kind::Double)),
+        _ => None,
+    }
+}
+
+/// Saves every variable of `vs` (CPU copies, in their own float kind) and `metadata` to `path`
+/// atomically.
+///
+/// Errors: [`ExperimentError::Checkpoint`] for a variable of a non-float kind or a serialisation
+/// failure; [`ExperimentError::Io`] if the file cannot be written.
+pub fn save(vs: &VarStore, metadata: &HashMap<String, String>, path: &Path) -> Result<(), ExperimentError> {
+    let err = |message: String| ExperimentError::Checkpoint { path: path.to_path_buf(), message };
+    let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, t) in vars {
+        let (dtype, kind) = dtype_of(t.kind()).ok_or_else(|| err(format!("{name}: unsupported kind {:?}", t.kind())))?;
+        let t = t.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
+        let mut bytes = vec![0u8; t.numel() * kind.elt_size_in_bytes()];
+        t.f_copy_data_u8(&mut bytes, t.numel())?;
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        entries.push((name, dtype, shape, bytes));
+    }
+    let views = entries
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| err(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let bytes = safetensors::serialize(views, &Some(metadata.clone())).map_err(|e| err(e.to_string()))?;
+    atomic_write(path, &bytes)
+}
+
+/// Loads a checkpoint written by [`save`] into `vs`: every variable of `vs` must be present with
+/// the same shape (values are converted to the variable's kind and device). Returns the metadata.
+///
+/// Errors: [`ExperimentError::Io`] if unreadable; [`ExperimentError::Checkpoint`] for a file that
+/// is not safetensors (truncated, corrupt), a missing tensor or a shape mismatch, naming it.
+/// On error `vs` is unchanged.
+pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, ExperimentError> {
+    let err = |message: String| ExperimentError::Checkpoint { path: path.to_path_buf(), message };
+    let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let mut staged = Vec::new();
+    for (name, var) in vs.variables() {
+        let view = st.tensor(&name).map_err(|_| err(format!("missing tensor {name}")))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        if shape != var.size() {
+            return Err(err(format!("{name}: shape {shape:?} in the file, {:?} in the model", var.size())));
+        }
+        let kind = match view.dtype() {
+            Dtype::F32 => Kind::Float,
+            Dtype::F64 => Kind::Double,
+            other => return Err(err(format!("{name}: unsupported dtype {other:?}"))),
+        };
+        let value = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        staged.push((var, value));
+    }
+    tch::no_grad(|| {
+        for (mut var, value) in staged {
+            var.copy_(&value.to_kind(var.kind()).to_device(var.device()));
+        }
+    });
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    fn store(seed: i64) -> VarStore {
+        tch::manual_seed(seed);
+        let vs = VarStore::new(Device::Cpu);
+        let _ = nn::linear(vs.root() / "layer", 3, 2, Default::default());
+        vs
+    }
+
+    #[test]
+    fn round_trip_and_corruption_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let a = store(1);
+        let meta = HashMap::from([("epoch".to_string(), "7".to_string())]);
+        save(&a, &meta, &path).unwrap();
+        let mut b = store(2);
+        assert_eq!(load(&mut b, &path).unwrap()["epoch"], "7");
+        for (name, t) in a.variables() {
+            assert!(t.equal(&b.variables()[&name]));
+        }
+        // Truncated file: an error naming the file, and the store keeps its values.
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        let mut c = store(3);
+        let before = c.variables()["layer.weight"].copy();
+        let e = load(&mut c, &path).unwrap_err();
+        assert!(matches!(e, ExperimentError::Checkpoint { .. }), "{e}");
+        assert!(e.to_string().contains("model.safetensors"));
+        assert!(before.equal(&c.variables()["layer.weight"]));
+    }
+}

@@ -1,0 +1,19 @@
+//! The paper's experiments: configurations, the E-NF model built from them, training with the
+//! paper's protocol, evaluation, checkpoints, results and tables. The `enf` binary is the command
+//! line over this library; `cargo xtask reproduce-table1` runs it.
+
+pub mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod evaluate;
+pub mod fsutil;
+pub mod model;
+pub mod results;
+pub mod table1;
+pub mod train;
+
+pub use config::{RunConfig, System};
+pub use error::ExperimentError;
+pub use model::EnfModel;
+pub use results::RunResult;

@@ -1,0 +1,239 @@
+//! `enf`: train, evaluate and reproduce the E(n) Equivariant Normalizing Flows paper's tables.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use datasets::{ensure_dataset, ParticleDataset, System};
+use experiments::table1::{self, Table1Options, MARKDOWN_HEADER};
+use experiments::{train::train, RunConfig};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "enf", version, about = "E(n) Equivariant Normalizing Flows in Rust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reproduce cells of the paper's Table 1 (default: E-NF on DW4 with 1,000 samples, the paper's
+    /// 300 epochs, one seed) and print them beside the paper's numbers.
+    ReproduceTable1 {
+        /// Systems (dw4).
+        #[arg(long = "system", default_value = "dw4", value_delimiter = ',')]
+        systems: Vec<System>,
+        /// Training-set sizes.
+        #[arg(long = "n-train", default_value = "1000", value_delimiter = ',')]
+        n_train: Vec<usize>,
+        /// Seeds; the paper averages three (0,1,2).
+        #[arg(long = "seeds", default_value = "0", value_delimiter = ',')]
+        seeds: Vec<u64>,
+        /// Train for this many epochs instead of the paper's (a reduced run).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Directory of run outputs.
+        #[arg(long, default_value = "runs")]
+        runs_dir: PathBuf,
+        /// Directory of data sets (generated on first use).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Do not draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Train one run from a TOML configuration.
+    Train {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+        /// Where the run's files go.
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Directory of data sets (used when the config names no path).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Generate a particle-system data set by Metropolis sampling (skipped if a valid file exists).
+    GenerateData {
+        /// The system (dw4).
+        #[arg(long, default_value = "dw4")]
+        system: System,
+        /// Output HDF5 file (default data/<system>.h5).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Import samples from a .npy array (as in the literature's data folders) into HDF5.
+    ImportNpy {
+        /// The system the samples belong to.
+        #[arg(long)]
+        system: System,
+        /// The .npy file, [N, M * n] or [N, M, n].
+        #[arg(long)]
+        input: PathBuf,
+        /// Output HDF5 file.
+        #[arg(long)]
+        output: PathBuf,
+    },
+    /// Evaluate a trained run's checkpoint on a split and print the NLL and solver statistics.
+    Evaluate {
+        /// The run directory (holds config.toml and the checkpoints).
+        #[arg(long)]
+        run_dir: PathBuf,
+        /// Which checkpoint: best or last.
+        #[arg(long, default_value = "best")]
+        checkpoint: String,
+        /// Which split: train, val or test.
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Trace estimator: exact, rademacher or gaussian (Hutchinson).
+        #[arg(long, default_value = "exact")]
+        trace: String,
+        /// Override the solver's rtol and atol.
+        #[arg(long)]
+        tol: Option<f64>,
+        /// Override the solver's error norm (rms or mixed_rms).
+        #[arg(long)]
+        norm: Option<String>,
+        /// Evaluate only the first n samples of the split.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Directory of data sets (used when the config names no path).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+    },
+    /// Print the default configuration of one Table 1 cell as TOML.
+    PrintConfig {
+        /// The system.
+        #[arg(long, default_value = "dw4")]
+        system: System,
+        /// Training samples.
+        #[arg(long, default_value_t = 1000)]
+        n_train: usize,
+    },
+}
+
+fn main() -> Result<()> {
+    // Before any libtorch call, so that libtorch's threads inherit it (FACTS.md 6).
+    geometry::flush_denormals();
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+    ).init();
+    match Cli::parse().command {
+        Command::ReproduceTable1 { systems, n_train, seeds, epochs, runs_dir, data_dir, no_progress } => {
+            let start = Instant::now();
+            let options = Table1Options { systems, n_train, seeds, epochs, runs_dir, data_dir, progress: !no_progress };
+            let cells = table1::reproduce(&options)?;
+            let mut table = String::from(MARKDOWN_HEADER);
+            for cell in &cells {
+                table.push('\n');
+                table.push_str(&cell.markdown_row());
+            }
+            if let Some(e) = epochs {
+                table.push_str(&format!("\n\nReduced run: {e} epochs per cell instead of the paper's."));
+            }
+            table.push_str(&format!("\n\nTotal wall time: {:.0} s.\n", start.elapsed().as_secs_f64()));
+            let out = options.runs_dir.join("table1.md");
+            experiments::fsutil::atomic_write(&out, table.as_bytes())?;
+            println!("{table}");
+            eprintln!("written to {}", out.display());
+        }
+        Command::Train { config, run_dir, data_dir } => {
+            let cfg = RunConfig::from_file(&config)?;
+            let path = cfg.data_path(&data_dir);
+            let dataset = ensure_dataset(&path, cfg.data.system).with_context(|| format!("data set {}", path.display()))?;
+            let result = train(&cfg, &dataset, &run_dir, true)?;
+            println!("{}", result.summary());
+        }
+        Command::GenerateData { system, output } => {
+            let path = output.unwrap_or_else(|| PathBuf::from("data").join(format!("{}.h5", system.name().to_lowercase())));
+            let start = Instant::now();
+            let ds = ensure_dataset(&path, system)?;
+            println!("{}: {} samples of {} ({:.1} s)", path.display(), ds.len(), system.name(), start.elapsed().as_secs_f64());
+        }
+        Command::ImportNpy { system, input, output } => {
+            let ds = ParticleDataset::import_npy(&input, system)?;
+            ds.write(&output)?;
+            println!("{}: {} samples imported from {}", output.display(), ds.len(), input.display());
+        }
+        Command::Evaluate { run_dir, checkpoint, split, trace, tol, norm, limit, data_dir } => {
+            evaluate_run(&run_dir, &checkpoint, &split, &trace, tol, norm.as_deref(), limit, &data_dir)?;
+        }
+        Command::PrintConfig { system, n_train } => {
+            print!("{}", RunConfig::paper_cell(system, n_train, 0).to_toml());
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_run(
+    run_dir: &std::path::Path,
+    checkpoint: &str,
+    split: &str,
+    trace: &str,
+    tol: Option<f64>,
+    norm: Option<&str>,
+    limit: Option<usize>,
+    data_dir: &std::path::Path,
+) -> Result<()> {
+    use experiments::{checkpoint, data::TensorBatch, evaluate::evaluate_nll, EnfModel};
+    use flow::{Noise, TraceEstimator};
+    let mut cfg = RunConfig::from_file(&run_dir.join(experiments::train::files::CONFIG))?;
+    if let Some(tol) = tol {
+        cfg.solver.options.rtol = tol;
+        cfg.solver.options.atol = tol;
+    }
+    if let Some(norm) = norm {
+        cfg.solver.options.norm = match norm {
+            "rms" => ode::ErrorNorm::Rms,
+            "mixed_rms" => ode::ErrorNorm::MixedRms,
+            other => anyhow::bail!("--norm {other}: expected rms or mixed_rms"),
+        };
+    }
+    let trace = match trace {
+        "exact" => TraceEstimator::Exact,
+        "rademacher" => TraceEstimator::Hutchinson(Noise::Rademacher),
+        "gaussian" => TraceEstimator::Hutchinson(Noise::Gaussian),
+        other => anyhow::bail!("--trace {other}: expected exact, rademacher or gaussian"),
+    };
+    let split = match split {
+        "train" => datasets::SplitName::Train,
+        "val" => datasets::SplitName::Val,
+        "test" => datasets::SplitName::Test,
+        other => anyhow::bail!("--split {other}: expected train, val or test"),
+    };
+    let file = match checkpoint {
+        "best" => experiments::train::files::BEST,
+        "last" => experiments::train::files::LAST,
+        other => anyhow::bail!("--checkpoint {other}: expected best or last"),
+    };
+    if cfg.training.threads > 0 {
+        tch::set_num_threads(cfg.training.threads as i32);
+    }
+    let dataset = ensure_dataset(cfg.data_path(data_dir), cfg.data.system)?;
+    let device = cfg.training.device.device()?;
+    let mut model = EnfModel::new(&cfg.model, cfg.solver.clone(), device)?;
+    let meta = checkpoint::load(&mut model.vs, &run_dir.join(file))?;
+    let mut indices = dataset.splits.get(split).to_vec();
+    if let Some(n) = limit {
+        indices.truncate(n);
+    }
+    let batch = TensorBatch::from_batch(&datasets::Batch::gather(&dataset, &indices)?, tch::Kind::Float, device);
+    tch::manual_seed(cfg.training.seed as i64);
+    let eval = evaluate_nll(&model, &batch, cfg.training.eval_batch_size, trace, split.as_str())?;
+    println!(
+        "{} (epoch {}), {} split, {} samples: NLL {:.4} +- {:.4} nats; {} NFE, {} accepted and {} rejected steps; {:.1} s",
+        file,
+        meta.get("epoch").map_or("?", String::as_str),
+        split.as_str(),
+        eval.n_samples,
+        eval.nll,
+        eval.nll_std_err,
+        eval.nfe,
+        eval.accepted_steps,
+        eval.rejected_steps,
+        eval.seconds
+    );
+    Ok(())
+}

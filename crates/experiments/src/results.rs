@@ -1,0 +1,92 @@
+//! The record of a finished run, written as JSON next to its checkpoints, and its one-line summary.
+
+use crate::config::RunConfig;
+use crate::error::ExperimentError;
+use crate::evaluate::Evaluation;
+use crate::fsutil::atomic_write;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// One evaluation during training (a line of `metrics.jsonl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch (1-based).
+    pub epoch: usize,
+    /// Mean training NLL over the epoch's steps (Hutchinson estimate), nats.
+    pub train_nll: f64,
+    /// Mean NFE per training step over the epoch (forward solve only).
+    pub train_nfe_per_step: f64,
+    /// Seconds per training step over the epoch.
+    pub seconds_per_step: f64,
+    /// Validation evaluation, on evaluation epochs.
+    pub validation: Option<Evaluation>,
+}
+
+/// The result of one run: one seed of one cell of a table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Method name as in the paper ("E-NF").
+    pub method: String,
+    /// System name ("DW4").
+    pub system: String,
+    /// Training samples.
+    pub n_train: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Epoch of the best validation NLL, whose parameters give the test NLL.
+    pub best_epoch: usize,
+    /// Validation NLL at the best epoch.
+    pub validation: Evaluation,
+    /// Test NLL of the best-validation parameters.
+    pub test: Evaluation,
+    /// Optimiser steps taken.
+    pub train_steps: usize,
+    /// Mean NFE per training step (forward solve).
+    pub mean_train_nfe: f64,
+    /// Median seconds per training step.
+    pub median_step_seconds: f64,
+    /// Wall time of the whole run, seconds.
+    pub wall_seconds: f64,
+    /// The configuration.
+    pub config: RunConfig,
+}
+
+impl RunResult {
+    /// Writes the result as pretty JSON, atomically.
+    ///
+    /// Errors: [`ExperimentError::Io`].
+    pub fn write(&self, path: &Path) -> Result<(), ExperimentError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| ExperimentError::Config {
+            key: "result".into(),
+            message: e.to_string(),
+        })?;
+        atomic_write(path, text.as_bytes())
+    }
+
+    /// Reads a result written by [`RunResult::write`].
+    ///
+    /// Errors: [`ExperimentError::Io`] if unreadable, [`ExperimentError::Config`] if malformed.
+    pub fn read(path: &Path) -> Result<Self, ExperimentError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| ExperimentError::Config { key: path.display().to_string(), message: e.to_string() })
+    }
+
+    /// A human-readable line: `E-NF DW4 n=1000 seed 0: test NLL 8.12 +- 0.05 nats (best epoch 295) ...`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} {} n={} seed {}: test NLL {:.3} +- {:.3} nats (best epoch {}, validation {:.3}), {} steps, {:.1} NFE/step, {:.3} s/step, {:.0} s",
+            self.method,
+            self.system,
+            self.n_train,
+            self.seed,
+            self.test.nll,
+            self.test.nll_std_err,
+            self.best_epoch,
+            self.validation.nll,
+            self.train_steps,
+            self.mean_train_nfe,
+            self.median_step_seconds,
+            self.wall_seconds
+        )
+    }
+}

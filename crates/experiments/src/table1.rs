@@ -1,0 +1,136 @@
+//! Table 1 of the paper: test NLL of flows on DW4 and LJ13 by number of training samples.
+
+use crate::config::{RunConfig, System};
+use crate::error::ExperimentError;
+use crate::results::RunResult;
+use crate::train::{files, train};
+use datasets::ensure_dataset;
+use std::path::{Path, PathBuf};
+
+/// The paper's Table 1 (FACTS.md section 4): (method, system, training samples, test NLL in nats).
+pub const PAPER: &[(&str, System, usize, f64)] = &[
+    ("E-NF", System::Dw4, 100, 8.31),
+    ("E-NF", System::Dw4, 1_000, 8.15),
+    ("E-NF", System::Dw4, 10_000, 7.69),
+    ("E-NF", System::Dw4, 100_000, 7.48),
+    ("E-NF", System::Lj13, 10, 33.12),
+    ("E-NF", System::Lj13, 100, 30.99),
+    ("E-NF", System::Lj13, 1_000, 30.56),
+    ("E-NF", System::Lj13, 10_000, 30.41),
+];
+
+/// The paper's test NLL for a cell, if it reports one.
+pub fn paper_nll(method: &str, system: System, n_train: usize) -> Option<f64> {
+    PAPER.iter().find(|(m, s, n, _)| *m == method && *s == system && *n == n_train).map(|p| p.3)
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Table1Options {
+    /// Systems.
+    pub systems: Vec<System>,
+    /// Training-set sizes.
+    pub n_train: Vec<usize>,
+    /// Seeds (the paper averages 3).
+    pub seeds: Vec<u64>,
+    /// Override of the paper's epoch count (a reduced run), if any.
+    pub epochs: Option<usize>,
+    /// Where run directories go (`<runs_dir>/table1/<system>-n<n>-seed<s>`).
+    pub runs_dir: PathBuf,
+    /// Where data sets live (generated on first use).
+    pub data_dir: PathBuf,
+    /// Draw progress bars.
+    pub progress: bool,
+}
+
+/// One cell of the table over its seeds.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    /// Method.
+    pub method: String,
+    /// System.
+    pub system: System,
+    /// Training samples.
+    pub n_train: usize,
+    /// One result per seed.
+    pub runs: Vec<RunResult>,
+}
+
+impl Cell {
+    /// Mean and standard deviation (n - 1 denominator; 0 for one seed) of the test NLL over seeds.
+    pub fn mean_std(&self) -> (f64, f64) {
+        let v: Vec<f64> = self.runs.iter().map(|r| r.test.nll).collect();
+        let n = v.len().max(1) as f64;
+        let mean = v.iter().sum::<f64>() / n;
+        let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        (mean, var.sqrt())
+    }
+
+    /// A markdown table row: method, system, samples, ours, paper, seeds, epochs, NFE, wall time.
+    pub fn markdown_row(&self) -> String {
+        let (mean, std) = self.mean_std();
+        let paper = paper_nll(&self.method, self.system, self.n_train).map_or("-".into(), |p| format!("{p:.2}"));
+        let epochs = self.runs.first().map_or(0, |r| r.config.training.epochs);
+        let nfe = self.runs.iter().map(|r| r.mean_train_nfe).sum::<f64>() / self.runs.len().max(1) as f64;
+        let wall: f64 = self.runs.iter().map(|r| r.wall_seconds).sum();
+        format!(
+            "| {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} | {:.1} | {:.0} s |",
+            self.method,
+            self.system.name(),
+            self.n_train,
+            mean,
+            std,
+            paper,
+            self.runs.len(),
+            epochs,
+            nfe,
+            wall
+        )
+    }
+}
+
+/// Header of the markdown table printed by [`reproduce`].
+pub const MARKDOWN_HEADER: &str = "| method | system | training samples | test NLL (ours, nats) | paper | seeds | epochs | NFE/step | wall time |\n|---|---|---|---|---|---|---|---|---|";
+
+/// Runs (or reuses finished runs of) every selected cell and seed and returns the cells.
+/// A run directory with a `result.json` of the same configuration is not run again.
+///
+/// Errors: data generation, training and I/O errors.
+pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> {
+    let mut cells = Vec::new();
+    for &system in &options.systems {
+        let data_path = options.data_dir.join(format!("{}.h5", system.name().to_lowercase()));
+        let dataset = ensure_dataset(&data_path, system)?;
+        for &n_train in &options.n_train {
+            let mut cell = Cell { method: "E-NF".into(), system, n_train, runs: Vec::new() };
+            for &seed in &options.seeds {
+                let mut config = RunConfig::paper_cell(system, n_train, seed);
+                config.data.path = Some(data_path.clone());
+                if let Some(epochs) = options.epochs {
+                    config.training.epochs = epochs;
+                    config.training.eval_every = config.training.eval_every.min(epochs);
+                }
+                let run_dir = run_dir(&options.runs_dir, system, n_train, seed);
+                let result = match RunResult::read(&run_dir.join(files::RESULT)) {
+                    Ok(done) if done.config == config => {
+                        eprintln!("reusing finished run {}", run_dir.display());
+                        done
+                    }
+                    _ => {
+                        eprintln!("training E-NF on {} with {n_train} samples, seed {seed}, {} epochs -> {}", system.name(), config.training.epochs, run_dir.display());
+                        train(&config, &dataset, &run_dir, options.progress)?
+                    }
+                };
+                eprintln!("{}", result.summary());
+                cell.runs.push(result);
+            }
+            cells.push(cell);
+        }
+    }
+    Ok(cells)
+}
+
+/// The run directory of one seed of one cell.
+pub fn run_dir(runs_dir: &Path, system: System, n_train: usize, seed: u64) -> PathBuf {
+    runs_dir.join("table1").join(format!("{}-n{n_train}-seed{seed}", system.name().to_lowercase()))
+}
