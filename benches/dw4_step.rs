@@ -11,25 +11,100 @@ fn dw4(c: &mut Criterion) {
     let dataset = dw4_dataset();
     let batch = dw4_batch(&dataset, 100);
     let (config, model) = dw4_model();
-    let mut opt = tch::nn::AdamW { wd: 1e-12, amsgrad: true, ..Default::default() }.build(&model.vs, 5e-4).unwrap();
+    let mut opt = tch::nn::AdamW {
+        wd: 1e-12,
+        amsgrad: true,
+        ..Default::default()
+    }
+    .build(&model.vs, 5e-4)
+    .unwrap();
     let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
 
-    let (_, nfe) = experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap();
-    eprintln!("DW4 training step: {nfe} NFE in the forward solve");
+    // Every timed step starts from the same parameters, so the NFE does not drift as the
+    // optimiser changes the model.
+    let initial: Vec<tch::Tensor> = model
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.copy())
+        .collect();
+    let restore = || {
+        tch::no_grad(|| {
+            for (mut p, v) in model.vs.trainable_variables().into_iter().zip(&initial) {
+                p.copy_(v);
+            }
+        })
+    };
     let mut group = c.benchmark_group("dw4");
     group.sample_size(20);
-    group.bench_function("training_step_batch100_hutchinson", |b| {
-        b.iter(|| experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap())
-    });
-    let (_, stats) = model.flow.log_likelihood(&batch.positions, &batch.masks, hutchinson, GradientMode::NoGrad).unwrap();
-    eprintln!("DW4 forward solve (Hutchinson, no gradients): {} NFE", stats.nfe);
+    for workers in [1, 2] {
+        let mut config = config.clone();
+        config.training.workers = workers;
+        let (_, nfe) =
+            experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap();
+        eprintln!("DW4 training step, {workers} worker(s): {nfe} NFE per shard's forward solve");
+        group.bench_function(
+            format!("training_step_batch100_hutchinson_{workers}_workers"),
+            |b| {
+                b.iter(|| {
+                    restore();
+                    experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap()
+                })
+            },
+        );
+    }
+    restore();
+    let (_, stats) = model
+        .flow
+        .log_likelihood(
+            &batch.positions,
+            &batch.masks,
+            hutchinson,
+            GradientMode::NoGrad,
+        )
+        .unwrap();
+    eprintln!(
+        "DW4 forward solve (Hutchinson, no gradients): {} NFE",
+        stats.nfe
+    );
     group.bench_function("forward_solve_batch100_hutchinson", |b| {
-        b.iter(|| model.flow.log_likelihood(&batch.positions, &batch.masks, hutchinson, GradientMode::NoGrad).unwrap())
+        b.iter(|| {
+            model
+                .flow
+                .log_likelihood(
+                    &batch.positions,
+                    &batch.masks,
+                    hutchinson,
+                    GradientMode::NoGrad,
+                )
+                .unwrap()
+        })
     });
-    let (_, stats) = model.flow.log_likelihood(&batch.positions, &batch.masks, TraceEstimator::Exact, GradientMode::NoGrad).unwrap();
-    eprintln!("DW4 forward solve (exact trace, no gradients): {} NFE", stats.nfe);
+    let (_, stats) = model
+        .flow
+        .log_likelihood(
+            &batch.positions,
+            &batch.masks,
+            TraceEstimator::Exact,
+            GradientMode::NoGrad,
+        )
+        .unwrap();
+    eprintln!(
+        "DW4 forward solve (exact trace, no gradients): {} NFE",
+        stats.nfe
+    );
     group.bench_function("forward_solve_batch100_exact", |b| {
-        b.iter(|| model.flow.log_likelihood(&batch.positions, &batch.masks, TraceEstimator::Exact, GradientMode::NoGrad).unwrap())
+        b.iter(|| {
+            model
+                .flow
+                .log_likelihood(
+                    &batch.positions,
+                    &batch.masks,
+                    TraceEstimator::Exact,
+                    GradientMode::NoGrad,
+                )
+                .unwrap()
+        })
     });
     group.finish();
 }

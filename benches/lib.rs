@@ -16,7 +16,11 @@ pub fn dw4_dataset() -> ParticleDataset {
 /// The first `n` training samples of DW4 as a centred f32 batch.
 pub fn dw4_batch(dataset: &ParticleDataset, n: usize) -> TensorBatch {
     let idx = &dataset.splits.get(SplitName::Train)[..n];
-    TensorBatch::from_batch(&Batch::gather(dataset, idx).expect("indices in range"), Kind::Float, tch::Device::Cpu)
+    TensorBatch::from_batch(
+        &Batch::gather(dataset, idx).expect("indices in range"),
+        Kind::Float,
+        tch::Device::Cpu,
+    )
 }
 
 /// The paper's DW4 E-NF (3 layers, 32 features) at its initialisation for seed 0, with the run
@@ -26,6 +30,7 @@ pub fn dw4_model() -> (RunConfig, EnfModel) {
     tch::set_num_threads(1);
     let config = RunConfig::paper_cell(System::Dw4, 1000, 0);
     tch::manual_seed(0);
-    let model = EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).expect("valid model");
+    let model =
+        EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).expect("valid model");
     (config, model)
 }

@@ -7,19 +7,18 @@
 //! centred (centre them before use, see [`crate::batch`]).
 //!
 //! # Determinism
-//! Chain `k` draws from its own xoshiro256++ generator whose state comes from ChaCha8 keyed by
-//! `seed` on stream `k` (see `rng.rs`). Normal draws use `rand_distr`'s ziggurat
+//! Chain `k` draws from its own xoshiro256++ generator (`rand_xoshiro`) whose state comes from
+//! ChaCha8 keyed by `seed` on stream `k` (see `rng.rs`). Normal draws use `rand_distr`'s ziggurat
 //! `StandardNormal`, uniform draws `rand`'s `f64` conversion. The output is a pure function of
-//! the energy, the configuration and the versions of `rand_chacha` / `rand` / `rand_distr` in
-//! `Cargo.lock`. Chains run one after another on the calling thread.
+//! the energy, the configuration and the versions of `rand_chacha` / `rand_xoshiro` / `rand` /
+//! `rand_distr` in `Cargo.lock`. Chains run one after another on the calling thread.
 
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::rng::Xoshiro256PlusPlus;
-
 use crate::energy::Energy;
 use crate::error::{DatasetError, Result};
+use crate::rng::{stream_rng, Xoshiro256PlusPlus};
 
 /// Settings of a multi-chain Metropolis run.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -165,7 +164,7 @@ pub fn metropolis<E: Energy + ?Sized>(energy: &E, config: &MetropolisConfig) -> 
     let mut x = vec![0f64; dim];
     let mut proposal = vec![0f64; dim];
     for chain in 0..config.n_chains.min(config.n_samples) {
-        let mut rng = Xoshiro256PlusPlus::for_stream(config.seed, chain as u64);
+        let mut rng = stream_rng(config.seed, chain as u64);
         for xi in x.iter_mut() {
             *xi = config.init_std * rng.sample::<f64, _>(StandardNormal);
         }

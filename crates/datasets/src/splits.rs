@@ -52,7 +52,7 @@ impl Splits {
     /// training sample).
     pub fn tail(n_total: usize, n_val: usize, n_test: usize) -> Result<Self> {
         let needed = n_val.checked_add(n_test).and_then(|s| s.checked_add(1));
-        if !matches!(needed, Some(n) if n <= n_total) {
+        if needed.is_none_or(|n| n > n_total) {
             return Err(DatasetError::TooFewSamples {
                 what: format!("{n_val} validation + {n_test} test + at least 1 training"),
                 needed: needed.unwrap_or(usize::MAX),

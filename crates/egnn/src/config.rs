@@ -51,10 +51,16 @@ impl EgnnConfig {
     /// Checks ranges: `hidden_nf >= 1`, `n_layers >= 1`, a finite positive `coords_range`.
     pub fn validate(&self) -> Result<(), crate::EgnnError> {
         if self.hidden_nf < 1 {
-            return Err(crate::EgnnError::Config(format!("hidden_nf = {} must be >= 1", self.hidden_nf)));
+            return Err(crate::EgnnError::Config(format!(
+                "hidden_nf = {} must be >= 1",
+                self.hidden_nf
+            )));
         }
         if self.n_layers < 1 {
-            return Err(crate::EgnnError::Config(format!("n_layers = {} must be >= 1", self.n_layers)));
+            return Err(crate::EgnnError::Config(format!(
+                "n_layers = {} must be >= 1",
+                self.n_layers
+            )));
         }
         if !(self.coords_range.is_finite() && self.coords_range > 0.0) {
             return Err(crate::EgnnError::Config(format!(

@@ -29,15 +29,19 @@ pub const NORM_CONSTANT: f64 = 1.0;
 
 /// One equivariant convolution with `hidden_nf` features in and out.
 ///
-/// Parameters under `path`: `edge_mlp.linear_in` (`[hidden, 2 hidden + 1 + edge_attr_nf]`, columns
-/// ordered h_i, h_j, squared distance, edge attributes), `edge_mlp.linear_out`, `attention.linear`
+/// Parameters under `path`: the first edge layer as three blocks, `edge_mlp.linear_in.source`
+/// (`[hidden, hidden]`, applied to h_i, with the layer's bias), `edge_mlp.linear_in.target`
+/// (`[hidden, hidden]`, h_j, no bias) and `edge_mlp.linear_in.scalars` (`[hidden, 1 +
+/// edge_attr_nf]`, the squared distance then the edge attributes, no bias): together the reference's
+/// `edge_mlp.0` with its columns split. Then `edge_mlp.linear_out`, `attention.linear`
 /// (if attention), `coord_mlp.linear_in`, `coord_mlp.linear_out` (`[1, hidden]`, no bias),
 /// `node_mlp.linear_in` (`[hidden, 2 hidden]`, columns h_i then the aggregated message),
 /// `node_mlp.linear_out`.
 #[derive(Debug)]
 pub struct EquivariantConv {
-    hidden_nf: i64,
-    edge_in: Linear,
+    edge_source: Linear,
+    edge_target: Linear,
+    edge_scalars: Linear,
     edge_out: Linear,
     attention: Option<Linear>,
     coord_in: Linear,
@@ -63,9 +67,31 @@ impl EquivariantConv {
         let edge = &path / "edge_mlp";
         let coord = &path / "coord_mlp";
         let node = &path / "node_mlp";
+        // One fan-in for the three blocks, as for the single reference layer they replace.
+        let fan_in = 2 * hidden_nf + 1 + edge_attr_nf;
+        let edge_in = &edge / "linear_in";
         EquivariantConv {
-            hidden_nf,
-            edge_in: Linear::new(&edge / "linear_in", 2 * hidden_nf + 1 + edge_attr_nf, hidden_nf),
+            edge_source: Linear::with_fan_in(
+                &edge_in / "source",
+                hidden_nf,
+                hidden_nf,
+                fan_in,
+                true,
+            ),
+            edge_target: Linear::with_fan_in(
+                &edge_in / "target",
+                hidden_nf,
+                hidden_nf,
+                fan_in,
+                false,
+            ),
+            edge_scalars: Linear::with_fan_in(
+                &edge_in / "scalars",
+                1 + edge_attr_nf,
+                hidden_nf,
+                fan_in,
+                false,
+            ),
             edge_out: Linear::new(&edge / "linear_out", hidden_nf, hidden_nf),
             attention: attention.then(|| Linear::new(&path / "attention" / "linear", hidden_nf, 1)),
             coord_in: Linear::new(&coord / "linear_in", hidden_nf, hidden_nf),
@@ -94,7 +120,6 @@ impl EquivariantConv {
         radial: Option<&Tensor>,
         masks: &Masks,
     ) -> (Tensor, Tensor) {
-        let hid = self.hidden_nf;
         let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]: x_i - x_j
         let radial = match radial {
             Some(r) => r.shallow_clone(),
@@ -102,16 +127,13 @@ impl EquivariantConv {
         };
 
         // First edge layer, split: W = [W_src | W_dst | w_radial | W_attr].
-        let w = &self.edge_in.weight;
-        let src = h.matmul(&w.narrow(1, 0, hid).tr()); // [B, M, H]
-        let dst = gather_neighbours(&h.matmul(&w.narrow(1, hid, hid).tr()), &masks.neighbours);
+        let src = self.edge_source.forward(h); // [B, M, H], with the bias
+        let dst = gather_neighbours(&self.edge_target.forward(h), &masks.neighbours); // [B, M, M-1, H]
         let pair_scalars = match edge_attr {
             Some(a) => Tensor::cat(&[&radial, a], -1),
             None => radial.shallow_clone(),
         };
-        let scalar_part =
-            pair_scalars.linear(&w.narrow(1, 2 * hid, w.size()[1] - 2 * hid), self.edge_in.bias.as_ref());
-        let pre = scalar_part + src.unsqueeze(2) + dst; // [B, M, M-1, H]
+        let pre = self.edge_scalars.forward(&pair_scalars) + src.unsqueeze(2) + dst; // [B, M, M-1, H]
         let mut m = self.edge_out.forward(&pre.silu()).silu();
         if let Some(att) = &self.attention {
             m = &m * att.forward(&m).sigmoid();
@@ -143,7 +165,9 @@ impl EquivariantConv {
 
         // Features (residual).
         let node_input = Tensor::cat(&[h, &agg], -1);
-        let mut h_new = h + self.node_out.forward(&self.node_in.forward(&node_input).silu());
+        let mut h_new = h + self
+            .node_out
+            .forward(&self.node_in.forward(&node_input).silu());
         if !masks.all_real {
             h_new = h_new * masks.node.unsqueeze(-1);
         }

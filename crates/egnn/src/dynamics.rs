@@ -36,8 +36,9 @@ pub trait Dynamics {
     ) -> Result<Velocity, EgnnError>;
 }
 
-/// The E-NF dynamics (FACTS.md section 1): an EGNN whose node input is the flow's features (or a
-/// constant 1 for particle systems, which have none) with the time t appended, whose edges carry the
+/// The E-NF dynamics (FACTS.md section 1): an EGNN whose node input is the flow's features with the
+/// time t appended (particle systems have no features: their single input feature is t itself, or
+/// a constant 1 without time conditioning, as in the reference), whose edges carry the
 /// squared distances of the ODE state as an attribute, and whose output velocity is `x_L - x_0` with
 /// its mean over the real nodes removed. For flows over features the feature velocity is the EGNN's
 /// output features without the time channel.
@@ -56,11 +57,21 @@ impl EgnnDynamics {
     /// Errors: [`EgnnError::Config`] for invalid hyper-parameters or a negative `node_nf`.
     pub fn new(path: nn::Path, config: &EgnnConfig, node_nf: i64) -> Result<Self, EgnnError> {
         if node_nf < 0 {
-            return Err(EgnnError::Config(format!("node_nf = {node_nf} must be >= 0")));
+            return Err(EgnnError::Config(format!(
+                "node_nf = {node_nf} must be >= 0"
+            )));
         }
-        let in_nf = node_nf.max(1) + i64::from(config.condition_time);
+        let in_nf = if node_nf == 0 {
+            1
+        } else {
+            node_nf + i64::from(config.condition_time)
+        };
         let egnn = Egnn::new(&path / "egnn", config, in_nf, in_nf, 1)?;
-        Ok(EgnnDynamics { egnn, node_nf, condition_time: config.condition_time })
+        Ok(EgnnDynamics {
+            egnn,
+            node_nf,
+            condition_time: config.condition_time,
+        })
     }
 
     fn node_input(&self, t: f64, x: &Tensor, h: Option<&Tensor>) -> Result<Tensor, EgnnError> {
@@ -68,7 +79,7 @@ impl EgnnDynamics {
         let (b, m) = (size[0], size[1]);
         let opts = (x.kind(), x.device());
         Ok(match (h, self.condition_time) {
-            (None, true) => Tensor::from_slice(&[1.0, t]).to_kind(x.kind()).to_device(x.device()).expand([b, m, 2], false),
+            (None, true) => Tensor::full([b, m, 1], t, opts),
             (None, false) => Tensor::ones([b, m, 1], opts),
             (Some(h), true) => Tensor::cat(&[h, &Tensor::full([b, m, 1], t, opts)], -1),
             (Some(h), false) => h.shallow_clone(),
@@ -86,7 +97,11 @@ impl Dynamics for EgnnDynamics {
     ) -> Result<Velocity, EgnnError> {
         let size = x.size();
         if size.len() != 3 {
-            return Err(EgnnError::Shape { what: "positions", expected: "[batch, nodes, dims]".into(), got: size });
+            return Err(EgnnError::Shape {
+                what: "positions",
+                expected: "[batch, nodes, dims]".into(),
+                got: size,
+            });
         }
         match (h, self.node_nf) {
             (None, 0) => {}
@@ -94,14 +109,20 @@ impl Dynamics for EgnnDynamics {
             (h, nf) => {
                 return Err(EgnnError::Shape {
                     what: "node features",
-                    expected: if nf == 0 { "none (particle system)".into() } else { format!("[{}, {}, {nf}]", size[0], size[1]) },
+                    expected: if nf == 0 {
+                        "none (particle system)".into()
+                    } else {
+                        format!("[{}, {}, {nf}]", size[0], size[1])
+                    },
                     got: h.map(|h| h.size()).unwrap_or_default(),
                 })
             }
         }
         let node_input = self.node_input(t, x, h)?;
         let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
-        let (h_out, x_out) = self.egnn.forward(&node_input, x, Some(&edge_attr), true, masks)?;
+        let (h_out, x_out) = self
+            .egnn
+            .forward(&node_input, x, Some(&edge_attr), true, masks)?;
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let vx = geometry::centre(&(x_out - x), node_mask)?;
         let vh = (self.node_nf > 0).then(|| h_out.narrow(-1, 0, self.node_nf));

@@ -18,16 +18,53 @@ impl Linear {
     /// PyTorch's default initialisation: weight and bias uniform on +-1/sqrt(in) (what
     /// `kaiming_uniform_(a = sqrt(5))` gives for the weight).
     pub fn new(path: nn::Path, in_dim: i64, out_dim: i64) -> Self {
-        let bound = 1.0 / (in_dim as f64).sqrt();
-        Self::with_init(path, in_dim, out_dim, Init::Uniform { lo: -bound, up: bound }, true)
+        Self::with_fan_in(path, in_dim, out_dim, in_dim, true)
+    }
+
+    /// One block of a wider layer that was split by input columns: initialised as the whole layer
+    /// of fan-in `fan_in` would be (uniform on +-1/sqrt(fan_in)), with or without the bias.
+    pub fn with_fan_in(path: nn::Path, in_dim: i64, out_dim: i64, fan_in: i64, bias: bool) -> Self {
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight = path.var(
+            "weight",
+            &[out_dim, in_dim],
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        );
+        let bias = bias.then(|| {
+            path.var(
+                "bias",
+                &[out_dim],
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )
+        });
+        Linear { weight, bias }
     }
 
     /// A layer with the given weight initialisation; the bias (if any) uses PyTorch's default.
-    pub fn with_init(path: nn::Path, in_dim: i64, out_dim: i64, weight_init: Init, bias: bool) -> Self {
+    pub fn with_init(
+        path: nn::Path,
+        in_dim: i64,
+        out_dim: i64,
+        weight_init: Init,
+        bias: bool,
+    ) -> Self {
         let weight = path.var("weight", &[out_dim, in_dim], weight_init);
         let bias = bias.then(|| {
             let bound = 1.0 / (in_dim as f64).sqrt();
-            path.var("bias", &[out_dim], Init::Uniform { lo: -bound, up: bound })
+            path.var(
+                "bias",
+                &[out_dim],
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )
         });
         Linear { weight, bias }
     }
@@ -37,7 +74,16 @@ impl Linear {
     /// gain 0.001 so that the initial flow is close to the identity.
     pub fn xavier_no_bias(path: nn::Path, in_dim: i64, out_dim: i64, gain: f64) -> Self {
         let bound = gain * (6.0 / (in_dim + out_dim) as f64).sqrt();
-        Self::with_init(path, in_dim, out_dim, Init::Uniform { lo: -bound, up: bound }, false)
+        Self::with_init(
+            path,
+            in_dim,
+            out_dim,
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+            false,
+        )
     }
 }
 

@@ -21,7 +21,9 @@ pub struct Masks {
 
 /// The neighbour index of the neighbour layout: for i in 0..m, the j in 0..m with j != i.
 pub fn neighbour_index(m: i64, device: Device) -> Tensor {
-    let idx: Vec<i64> = (0..m).flat_map(|i| (0..m).filter(move |&j| j != i)).collect();
+    let idx: Vec<i64> = (0..m)
+        .flat_map(|i| (0..m).filter(move |&j| j != i))
+        .collect();
     Tensor::from_slice(&idx).to_device(device)
 }
 
@@ -29,7 +31,9 @@ pub fn neighbour_index(m: i64, device: Device) -> Tensor {
 /// 1, f]`: entry `[b, i, k]` is the value of the k-th neighbour of i.
 pub fn gather_neighbours(values: &Tensor, neighbours: &Tensor) -> Tensor {
     let s = values.size();
-    values.index_select(1, neighbours).view([s[0], s[1], (s[1] - 1).max(0), s[2]])
+    values
+        .index_select(1, neighbours)
+        .view([s[0], s[1], (s[1] - 1).max(0), s[2]])
 }
 
 /// Differences `x_i - x_j` over the neighbour layout: `x [batch, nodes, dims]` ->
@@ -40,7 +44,9 @@ pub fn neighbour_differences(x: &Tensor, neighbours: &Tensor) -> Tensor {
 
 /// Squared distances `||x_i - x_j||^2` over the neighbour layout: `[batch, nodes, nodes - 1, 1]`.
 pub fn neighbour_sq_distances(x: &Tensor, neighbours: &Tensor) -> Tensor {
-    neighbour_differences(x, neighbours).square().sum_dim_intlist(&[-1i64][..], true, x.kind())
+    neighbour_differences(x, neighbours)
+        .square()
+        .sum_dim_intlist(&[-1i64][..], true, x.kind())
 }
 
 impl Masks {
@@ -54,8 +60,14 @@ impl Masks {
         let all_real = node_mask.numel() == 0 || node_mask.min().double_value(&[]) > 0.5;
         let neighbours = neighbour_index(node_mask.size()[1], node_mask.device());
         let node = node_mask.shallow_clone();
-        let edge = node.unsqueeze(2).unsqueeze(3) * gather_neighbours(&node.unsqueeze(-1), &neighbours);
-        Masks { node, edge, neighbours, all_real }
+        let edge =
+            node.unsqueeze(2).unsqueeze(3) * gather_neighbours(&node.unsqueeze(-1), &neighbours);
+        Masks {
+            node,
+            edge,
+            neighbours,
+            all_real,
+        }
     }
 
     /// Number of graphs.

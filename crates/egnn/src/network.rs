@@ -32,7 +32,9 @@ impl Egnn {
         edge_attr_nf: i64,
     ) -> Result<Self, EgnnError> {
         config.validate()?;
-        let range = config.tanh.then(|| config.coords_range / config.n_layers as f64);
+        let range = config
+            .tanh
+            .then(|| config.coords_range / config.n_layers as f64);
         let layers = (0..config.n_layers)
             .map(|l| {
                 EquivariantConv::new(
@@ -88,7 +90,11 @@ impl Egnn {
         let mut h = self.embedding_in.forward(h);
         let mut x = x.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate() {
-            let radial = if l == 0 && radial_is_edge_attr { edge_attr } else { None };
+            let radial = if l == 0 && radial_is_edge_attr {
+                edge_attr
+            } else {
+                None
+            };
             let (h_new, x_new) = layer.forward(&h, &x, edge_attr, radial, masks);
             h = h_new;
             x = x_new;

@@ -9,10 +9,16 @@ use tch::{nn, Device, Kind, Tensor};
 
 /// E-NF dynamics for particle systems (no node features) with `config`, every parameter redrawn
 /// from N(0, `std`^2) with libtorch's generator seeded by `seed`, converted to `kind`.
-/// Returns the var store (which owns the parameters) and the dynamics.
+/// Returns the var store (which owns the parameters) and the dynamics. Call it while holding
+/// [`geometry::testing::seeded`]'s guard if other tests of the process draw random numbers.
 ///
 /// Errors: [`EgnnError::Config`] for an invalid configuration.
-pub fn random_dynamics(config: &EgnnConfig, seed: i64, std: f64, kind: Kind) -> Result<(nn::VarStore, EgnnDynamics), EgnnError> {
+pub fn random_dynamics(
+    config: &EgnnConfig,
+    seed: i64,
+    std: f64,
+    kind: Kind,
+) -> Result<(nn::VarStore, EgnnDynamics), EgnnError> {
     tch::manual_seed(seed);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let dynamics = EgnnDynamics::new(vs.root(), config, 0)?;

@@ -21,14 +21,26 @@ fn dtype_of(kind: Kind) -> Option<(Dtype, Kind)> {
 ///
 /// Errors: [`ExperimentError::Checkpoint`] for a variable of a non-float kind or a serialisation
 /// failure; [`ExperimentError::Io`] if the file cannot be written.
-pub fn save(vs: &VarStore, metadata: &HashMap<String, String>, path: &Path) -> Result<(), ExperimentError> {
-    let err = |message: String| ExperimentError::Checkpoint { path: path.to_path_buf(), message };
+pub fn save(
+    vs: &VarStore,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<(), ExperimentError> {
+    let err = |message: String| ExperimentError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
     let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (name, t) in vars {
-        let (dtype, kind) = dtype_of(t.kind()).ok_or_else(|| err(format!("{name}: unsupported kind {:?}", t.kind())))?;
-        let t = t.detach().to_device(tch::Device::Cpu).to_kind(kind).contiguous();
+        let (dtype, kind) = dtype_of(t.kind())
+            .ok_or_else(|| err(format!("{name}: unsupported kind {:?}", t.kind())))?;
+        let t = t
+            .detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(kind)
+            .contiguous();
         let mut bytes = vec![0u8; t.numel() * kind.elt_size_in_bytes()];
         t.f_copy_data_u8(&mut bytes, t.numel())?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
@@ -37,10 +49,13 @@ pub fn save(vs: &VarStore, metadata: &HashMap<String, String>, path: &Path) -> R
     let views = entries
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)).map_err(|e| err(e.to_string()))
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| err(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let bytes = safetensors::serialize(views, &Some(metadata.clone())).map_err(|e| err(e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, &Some(metadata.clone())).map_err(|e| err(e.to_string()))?;
     atomic_write(path, &bytes)
 }
 
@@ -51,16 +66,26 @@ pub fn save(vs: &VarStore, metadata: &HashMap<String, String>, path: &Path) -> R
 /// is not safetensors (truncated, corrupt), a missing tensor or a shape mismatch, naming it.
 /// On error `vs` is unchanged.
 pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, ExperimentError> {
-    let err = |message: String| ExperimentError::Checkpoint { path: path.to_path_buf(), message };
+    let err = |message: String| ExperimentError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
     let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let (_, header) = SafeTensors::read_metadata(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let mut staged = Vec::new();
     for (name, var) in vs.variables() {
-        let view = st.tensor(&name).map_err(|_| err(format!("missing tensor {name}")))?;
+        let view = st
+            .tensor(&name)
+            .map_err(|_| err(format!("missing tensor {name}")))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         if shape != var.size() {
-            return Err(err(format!("{name}: shape {shape:?} in the file, {:?} in the model", var.size())));
+            return Err(err(format!(
+                "{name}: shape {shape:?} in the file, {:?} in the model",
+                var.size()
+            )));
         }
         let kind = match view.dtype() {
             Dtype::F32 => Kind::Float,
@@ -84,7 +109,7 @@ mod tests {
     use tch::{nn, Device};
 
     fn store(seed: i64) -> VarStore {
-        tch::manual_seed(seed);
+        let _rng = geometry::testing::seeded(seed);
         let vs = VarStore::new(Device::Cpu);
         let _ = nn::linear(vs.root() / "layer", 3, 2, Default::default());
         vs

@@ -88,6 +88,9 @@ pub struct TrainingConfig {
     pub seed: u64,
     /// Device.
     pub device: DeviceChoice,
+    /// Shards of each batch solved concurrently on their own threads (see
+    /// [`crate::parallel`]); results depend on it, so it is part of the configuration.
+    pub workers: usize,
     /// libtorch intra-op threads (0 = libtorch's default, one per core). The default is 1: the
     /// paper's batches are so small that splitting each op over threads costs more than it gains
     /// (DW4 on 2 cores: 0.40 s per step with 1 thread, 0.47 s with 2).
@@ -109,6 +112,7 @@ impl Default for TrainingConfig {
             eval_batch_size: 500,
             seed: 0,
             device: DeviceChoice::Cpu,
+            workers: 2,
             threads: 1,
         }
     }
@@ -145,7 +149,11 @@ impl RunConfig {
             (System::Lj13, _) => (50, 100, 1),
         };
         RunConfig {
-            data: DataConfig { system, path: None, n_train },
+            data: DataConfig {
+                system,
+                path: None,
+                n_train,
+            },
             model: ModelConfig::default(),
             solver: OdeSolver::default(),
             training: TrainingConfig {
@@ -193,7 +201,12 @@ impl RunConfig {
     ///
     /// Errors: [`ExperimentError::Config`] naming the key.
     pub fn validate(&self) -> Result<(), ExperimentError> {
-        let bad = |key: &str, message: String| Err(ExperimentError::Config { key: key.into(), message });
+        let bad = |key: &str, message: String| {
+            Err(ExperimentError::Config {
+                key: key.into(),
+                message,
+            })
+        };
         let t = &self.training;
         if self.data.n_train == 0 {
             return bad("data.n_train", "must be at least 1".into());
@@ -207,22 +220,44 @@ impl RunConfig {
         if t.eval_batch_size == 0 {
             return bad("training.eval_batch_size", "must be at least 1".into());
         }
+        if t.workers == 0 {
+            return bad("training.workers", "must be at least 1".into());
+        }
         if t.eval_every == 0 {
             return bad("training.eval_every", "must be at least 1".into());
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return bad("training.lr", format!("{} is not a positive learning rate", t.lr));
+            return bad(
+                "training.lr",
+                format!("{} is not a positive learning rate", t.lr),
+            );
         }
         if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return bad("training.weight_decay", format!("{} must be >= 0", t.weight_decay));
+            return bad(
+                "training.weight_decay",
+                format!("{} must be >= 0", t.weight_decay),
+            );
         }
-        self.solver.validate().map_err(|e| ExperimentError::Config { key: "solver".into(), message: e.to_string() })?;
-        self.model.egnn.validate().map_err(|e| ExperimentError::Config { key: "model.egnn".into(), message: e.to_string() })?;
+        self.solver
+            .validate()
+            .map_err(|e| ExperimentError::Config {
+                key: "solver".into(),
+                message: e.to_string(),
+            })?;
+        self.model
+            .egnn
+            .validate()
+            .map_err(|e| ExperimentError::Config {
+                key: "model.egnn".into(),
+                message: e.to_string(),
+            })?;
         Ok(())
     }
 
     /// The data file: `data.path` or `<data_dir>/<system>.h5`.
     pub fn data_path(&self, data_dir: &Path) -> PathBuf {
-        self.data.path.clone().unwrap_or_else(|| data_dir.join(format!("{}.h5", self.data.system.name().to_lowercase())))
+        self.data.path.clone().unwrap_or_else(|| {
+            data_dir.join(format!("{}.h5", self.data.system.name().to_lowercase()))
+        })
     }
 }

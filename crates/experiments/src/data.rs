@@ -16,10 +16,23 @@ pub struct TensorBatch {
 impl TensorBatch {
     /// Converts a [`Batch`] of float32 arrays.
     pub fn from_batch(batch: &Batch, kind: Kind, device: Device) -> Self {
-        let (b, m, n) = (batch.batch_size as i64, batch.n_particles as i64, batch.n_dims as i64);
-        let positions = Tensor::from_slice(&batch.positions).view([b, m, n]).to_kind(kind).to_device(device);
-        let node_mask = Tensor::from_slice(&batch.node_mask).view([b, m]).to_kind(kind).to_device(device);
-        TensorBatch { positions, masks: Masks::from_node_mask(&node_mask) }
+        let (b, m, n) = (
+            batch.batch_size as i64,
+            batch.n_particles as i64,
+            batch.n_dims as i64,
+        );
+        let positions = Tensor::from_slice(&batch.positions)
+            .view([b, m, n])
+            .to_kind(kind)
+            .to_device(device);
+        let node_mask = Tensor::from_slice(&batch.node_mask)
+            .view([b, m])
+            .to_kind(kind)
+            .to_device(device);
+        TensorBatch {
+            positions,
+            masks: Masks::from_node_mask(&node_mask),
+        }
     }
 
     /// Rows `start .. start + len` of the batch.

@@ -44,7 +44,9 @@ pub enum ExperimentError {
         source: flow::FlowError,
     },
     /// The loss became NaN or infinite.
-    #[error("non-finite loss {value} at epoch {epoch}, step {step}; the last good checkpoint is kept")]
+    #[error(
+        "non-finite loss {value} at epoch {epoch}, step {step}; the last good checkpoint is kept"
+    )]
     NonFiniteLoss {
         /// Epoch (1-based).
         epoch: usize,
@@ -61,6 +63,9 @@ pub enum ExperimentError {
 impl ExperimentError {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        ExperimentError::Io { path: path.to_path_buf(), source }
+        ExperimentError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -1,9 +1,11 @@
 //! Negative log-likelihood of a data split under a trained flow.
 
+use crate::config::TrainingConfig;
 use crate::data::TensorBatch;
 use crate::error::ExperimentError;
 use crate::model::EnfModel;
-use flow::{GradientMode, TraceEstimator};
+use crate::parallel::nll_no_grad;
+use flow::TraceEstimator;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -27,14 +29,15 @@ pub struct Evaluation {
     pub seconds: f64,
 }
 
-/// Evaluates the NLL of every sample of `data` in batches of `batch_size` with `trace`, without
-/// parameter gradients.
+/// Evaluates the NLL of every sample of `data` with `trace`, without parameter gradients, in
+/// batches of `training.eval_batch_size` each split over `training.workers` threads. Hutchinson
+/// probes are drawn once per batch on the calling thread (libtorch's generator).
 ///
 /// Errors: [`ExperimentError::Flow`] (with `context`) when a solve fails.
 pub fn evaluate_nll(
     model: &EnfModel,
     data: &TensorBatch,
-    batch_size: usize,
+    training: &TrainingConfig,
     trace: TraceEstimator,
     context: &str,
 ) -> Result<Evaluation, ExperimentError> {
@@ -44,13 +47,12 @@ pub fn evaluate_nll(
     let n = data.len();
     let mut first = 0;
     while first < n {
-        let len = (batch_size as i64).min(n - first);
+        let len = (training.eval_batch_size as i64).min(n - first);
         let part = data.slice(first, len);
-        let (logp, stats) = model
-            .flow
-            .log_likelihood(&part.positions, &part.masks, trace, GradientMode::NoGrad)
-            .map_err(|source| ExperimentError::Flow { context: format!("{context}, samples {first}..{}", first + len), source })?;
-        let nll: Vec<f64> = Vec::<f64>::try_from((-logp).to_kind(tch::Kind::Double).to_device(tch::Device::Cpu))?;
+        let x = &part.positions;
+        let probes = trace.probes(&x.size(), &part.masks.node, x.kind(), x.device());
+        let context = format!("{context}, samples {first}..{}", first + len);
+        let (nll, stats) = nll_no_grad(model, &part, &probes, training.workers, &context)?;
         sum += nll.iter().sum::<f64>();
         sum_sq += nll.iter().map(|v| v * v).sum::<f64>();
         total += stats;

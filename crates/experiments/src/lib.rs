@@ -9,6 +9,7 @@ pub mod error;
 pub mod evaluate;
 pub mod fsutil;
 pub mod model;
+pub mod parallel;
 pub mod results;
 pub mod table1;
 pub mod train;

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "enf", version, about = "E(n) Equivariant Normalizing Flows in Rust")]
+#[command(
+    name = "enf",
+    version,
+    about = "E(n) Equivariant Normalizing Flows in Rust"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -116,13 +120,32 @@ enum Command {
 fn main() -> Result<()> {
     // Before any libtorch call, so that libtorch's threads inherit it (FACTS.md 6).
     geometry::flush_denormals();
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-    ).init();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     match Cli::parse().command {
-        Command::ReproduceTable1 { systems, n_train, seeds, epochs, runs_dir, data_dir, no_progress } => {
+        Command::ReproduceTable1 {
+            systems,
+            n_train,
+            seeds,
+            epochs,
+            runs_dir,
+            data_dir,
+            no_progress,
+        } => {
             let start = Instant::now();
-            let options = Table1Options { systems, n_train, seeds, epochs, runs_dir, data_dir, progress: !no_progress };
+            let options = Table1Options {
+                systems,
+                n_train,
+                seeds,
+                epochs,
+                runs_dir,
+                data_dir,
+                progress: !no_progress,
+            };
             let cells = table1::reproduce(&options)?;
             let mut table = String::from(MARKDOWN_HEADER);
             for cell in &cells {
@@ -130,34 +153,79 @@ fn main() -> Result<()> {
                 table.push_str(&cell.markdown_row());
             }
             if let Some(e) = epochs {
-                table.push_str(&format!("\n\nReduced run: {e} epochs per cell instead of the paper's."));
+                table.push_str(&format!(
+                    "\n\nReduced run: {e} epochs per cell instead of the paper's."
+                ));
             }
-            table.push_str(&format!("\n\nTotal wall time: {:.0} s.\n", start.elapsed().as_secs_f64()));
+            table.push_str(&format!(
+                "\n\nTotal wall time: {:.0} s.\n",
+                start.elapsed().as_secs_f64()
+            ));
             let out = options.runs_dir.join("table1.md");
             experiments::fsutil::atomic_write(&out, table.as_bytes())?;
             println!("{table}");
             eprintln!("written to {}", out.display());
         }
-        Command::Train { config, run_dir, data_dir } => {
+        Command::Train {
+            config,
+            run_dir,
+            data_dir,
+        } => {
             let cfg = RunConfig::from_file(&config)?;
             let path = cfg.data_path(&data_dir);
-            let dataset = ensure_dataset(&path, cfg.data.system).with_context(|| format!("data set {}", path.display()))?;
+            let dataset = ensure_dataset(&path, cfg.data.system)
+                .with_context(|| format!("data set {}", path.display()))?;
             let result = train(&cfg, &dataset, &run_dir, true)?;
             println!("{}", result.summary());
         }
         Command::GenerateData { system, output } => {
-            let path = output.unwrap_or_else(|| PathBuf::from("data").join(format!("{}.h5", system.name().to_lowercase())));
+            let path = output.unwrap_or_else(|| {
+                PathBuf::from("data").join(format!("{}.h5", system.name().to_lowercase()))
+            });
             let start = Instant::now();
             let ds = ensure_dataset(&path, system)?;
-            println!("{}: {} samples of {} ({:.1} s)", path.display(), ds.len(), system.name(), start.elapsed().as_secs_f64());
+            println!(
+                "{}: {} samples of {} ({:.1} s)",
+                path.display(),
+                ds.len(),
+                system.name(),
+                start.elapsed().as_secs_f64()
+            );
         }
-        Command::ImportNpy { system, input, output } => {
+        Command::ImportNpy {
+            system,
+            input,
+            output,
+        } => {
             let ds = ParticleDataset::import_npy(&input, system)?;
             ds.write(&output)?;
-            println!("{}: {} samples imported from {}", output.display(), ds.len(), input.display());
+            println!(
+                "{}: {} samples imported from {}",
+                output.display(),
+                ds.len(),
+                input.display()
+            );
         }
-        Command::Evaluate { run_dir, checkpoint, split, trace, tol, norm, limit, data_dir } => {
-            evaluate_run(&run_dir, &checkpoint, &split, &trace, tol, norm.as_deref(), limit, &data_dir)?;
+        Command::Evaluate {
+            run_dir,
+            checkpoint,
+            split,
+            trace,
+            tol,
+            norm,
+            limit,
+            data_dir,
+        } => {
+            evaluate_run(
+                &run_dir,
+                &checkpoint,
+                &split,
+                &trace,
+                tol,
+                norm.as_deref(),
+                limit,
+                &data_dir,
+            )?;
         }
         Command::PrintConfig { system, n_train } => {
             print!("{}", RunConfig::paper_cell(system, n_train, 0).to_toml());
@@ -219,9 +287,13 @@ fn evaluate_run(
     if let Some(n) = limit {
         indices.truncate(n);
     }
-    let batch = TensorBatch::from_batch(&datasets::Batch::gather(&dataset, &indices)?, tch::Kind::Float, device);
+    let batch = TensorBatch::from_batch(
+        &datasets::Batch::gather(&dataset, &indices)?,
+        tch::Kind::Float,
+        device,
+    );
     tch::manual_seed(cfg.training.seed as i64);
-    let eval = evaluate_nll(&model, &batch, cfg.training.eval_batch_size, trace, split.as_str())?;
+    let eval = evaluate_nll(&model, &batch, &cfg.training, trace, split.as_str())?;
     println!(
         "{} (epoch {}), {} split, {} samples: NLL {:.4} +- {:.4} nats; {} NFE, {} accepted and {} rejected steps; {:.1} s",
         file,

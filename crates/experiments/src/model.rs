@@ -18,7 +18,9 @@ pub struct EnfModel {
 
 impl std::fmt::Debug for EnfModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnfModel").field("parameters", &self.n_parameters()).finish()
+        f.debug_struct("EnfModel")
+            .field("parameters", &self.n_parameters())
+            .finish()
     }
 }
 
@@ -27,15 +29,26 @@ impl EnfModel {
     /// it first with `tch::manual_seed` for a reproducible start).
     ///
     /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters.
-    pub fn new(config: &ModelConfig, solver: OdeSolver, device: tch::Device) -> Result<Self, ExperimentError> {
+    pub fn new(
+        config: &ModelConfig,
+        solver: OdeSolver,
+        device: tch::Device,
+    ) -> Result<Self, ExperimentError> {
         let vs = nn::VarStore::new(device);
         let dynamics = EgnnDynamics::new(vs.root() / "dynamics", &config.egnn, 0)
             .map_err(|e| ExperimentError::Model(e.to_string()))?;
-        Ok(EnfModel { vs, flow: Cnf::new(dynamics, solver) })
+        Ok(EnfModel {
+            vs,
+            flow: Cnf::new(dynamics, solver),
+        })
     }
 
     /// Number of scalar parameters.
     pub fn n_parameters(&self) -> usize {
-        self.vs.trainable_variables().iter().map(|t| t.numel()).sum()
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum()
     }
 }

@@ -68,7 +68,10 @@ impl RunResult {
     /// Errors: [`ExperimentError::Io`] if unreadable, [`ExperimentError::Config`] if malformed.
     pub fn read(path: &Path) -> Result<Self, ExperimentError> {
         let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| ExperimentError::Config { key: path.display().to_string(), message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ExperimentError::Config {
+            key: path.display().to_string(),
+            message: e.to_string(),
+        })
     }
 
     /// A human-readable line: `E-NF DW4 n=1000 seed 0: test NLL 8.12 +- 0.05 nats (best epoch 295) ...`.

@@ -21,7 +21,10 @@ pub const PAPER: &[(&str, System, usize, f64)] = &[
 
 /// The paper's test NLL for a cell, if it reports one.
 pub fn paper_nll(method: &str, system: System, n_train: usize) -> Option<f64> {
-    PAPER.iter().find(|(m, s, n, _)| *m == method && *s == system && *n == n_train).map(|p| p.3)
+    PAPER
+        .iter()
+        .find(|(m, s, n, _)| *m == method && *s == system && *n == n_train)
+        .map(|p| p.3)
 }
 
 /// What to run.
@@ -62,16 +65,22 @@ impl Cell {
         let v: Vec<f64> = self.runs.iter().map(|r| r.test.nll).collect();
         let n = v.len().max(1) as f64;
         let mean = v.iter().sum::<f64>() / n;
-        let var = if v.len() > 1 { v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        let var = if v.len() > 1 {
+            v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
         (mean, var.sqrt())
     }
 
     /// A markdown table row: method, system, samples, ours, paper, seeds, epochs, NFE, wall time.
     pub fn markdown_row(&self) -> String {
         let (mean, std) = self.mean_std();
-        let paper = paper_nll(&self.method, self.system, self.n_train).map_or("-".into(), |p| format!("{p:.2}"));
+        let paper = paper_nll(&self.method, self.system, self.n_train)
+            .map_or("-".into(), |p| format!("{p:.2}"));
         let epochs = self.runs.first().map_or(0, |r| r.config.training.epochs);
-        let nfe = self.runs.iter().map(|r| r.mean_train_nfe).sum::<f64>() / self.runs.len().max(1) as f64;
+        let nfe =
+            self.runs.iter().map(|r| r.mean_train_nfe).sum::<f64>() / self.runs.len().max(1) as f64;
         let wall: f64 = self.runs.iter().map(|r| r.wall_seconds).sum();
         format!(
             "| {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} | {:.1} | {:.0} s |",
@@ -99,10 +108,17 @@ pub const MARKDOWN_HEADER: &str = "| method | system | training samples | test N
 pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> {
     let mut cells = Vec::new();
     for &system in &options.systems {
-        let data_path = options.data_dir.join(format!("{}.h5", system.name().to_lowercase()));
+        let data_path = options
+            .data_dir
+            .join(format!("{}.h5", system.name().to_lowercase()));
         let dataset = ensure_dataset(&data_path, system)?;
         for &n_train in &options.n_train {
-            let mut cell = Cell { method: "E-NF".into(), system, n_train, runs: Vec::new() };
+            let mut cell = Cell {
+                method: "E-NF".into(),
+                system,
+                n_train,
+                runs: Vec::new(),
+            };
             for &seed in &options.seeds {
                 let mut config = RunConfig::paper_cell(system, n_train, seed);
                 config.data.path = Some(data_path.clone());
@@ -132,5 +148,8 @@ pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> 
 
 /// The run directory of one seed of one cell.
 pub fn run_dir(runs_dir: &Path, system: System, n_train: usize, seed: u64) -> PathBuf {
-    runs_dir.join("table1").join(format!("{}-n{n_train}-seed{seed}", system.name().to_lowercase()))
+    runs_dir.join("table1").join(format!(
+        "{}-n{n_train}-seed{seed}",
+        system.name().to_lowercase()
+    ))
 }

@@ -13,9 +13,9 @@ use crate::error::ExperimentError;
 use crate::evaluate::{evaluate_nll, Evaluation};
 use crate::fsutil::atomic_write;
 use crate::model::EnfModel;
+use crate::parallel;
 use crate::results::{EpochMetrics, RunResult};
 use datasets::{MiniBatches, ParticleDataset, SplitName};
-use flow::GradientMode;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
 use std::io::Write;
@@ -38,10 +38,11 @@ pub mod files {
     pub const RESULT: &str = "result.json";
 }
 
-/// One optimiser step on a batch: NLL with the training trace estimator, backpropagation through
-/// the solver, AdamW. Returns the batch's mean NLL and the forward solve's NFE.
+/// One optimiser step on a batch: NLL with the training trace estimator (probes drawn once for
+/// the batch), backpropagation through the solver on `training.workers` shards, AdamW. Returns
+/// the batch's mean NLL and the mean NFE of the shards' forward solves.
 ///
-/// Errors: [`ExperimentError::Flow`] if the solve fails, [`ExperimentError::NonFiniteLoss`].
+/// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`].
 pub fn train_step(
     model: &EnfModel,
     opt: &mut nn::Optimizer,
@@ -49,18 +50,24 @@ pub fn train_step(
     config: &RunConfig,
     epoch: usize,
     step: usize,
-) -> Result<(f64, usize), ExperimentError> {
-    let (logp, stats) = model
-        .flow
-        .log_likelihood(&batch.positions, &batch.masks, config.training.train_trace, GradientMode::Backprop)
-        .map_err(|source| ExperimentError::Flow { context: format!("training epoch {epoch}, step {step}"), source })?;
-    let loss = -logp.mean(logp.kind());
-    let value = loss.double_value(&[]);
+) -> Result<(f64, f64), ExperimentError> {
+    let t = &config.training;
+    let x = &batch.positions;
+    let probes = t
+        .train_trace
+        .probes(&x.size(), &batch.masks.node, x.kind(), x.device());
+    let params = model.vs.trainable_variables();
+    let context = format!("training epoch {epoch}, step {step}");
+    let (nll_sum, grads, nfe) =
+        parallel::nll_gradients(model, &params, batch, &probes, t.workers, &context)?;
+    let value = nll_sum / batch.len() as f64;
     if !value.is_finite() {
         return Err(ExperimentError::NonFiniteLoss { epoch, step, value });
     }
-    opt.backward_step(&loss);
-    Ok((value, stats.nfe))
+    opt.zero_grad();
+    parallel::set_gradients(&params, &grads);
+    opt.step();
+    Ok((value, nfe))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -95,7 +102,12 @@ pub fn train(
 
     tch::manual_seed(t.seed as i64);
     let mut model = EnfModel::new(&config.model, config.solver.clone(), device)?;
-    let mut opt = nn::AdamW { wd: t.weight_decay, amsgrad: t.amsgrad, ..Default::default() }.build(&model.vs, t.lr)?;
+    let mut opt = nn::AdamW {
+        wd: t.weight_decay,
+        amsgrad: t.amsgrad,
+        ..Default::default()
+    }
+    .build(&model.vs, t.lr)?;
 
     let train_idx = dataset.splits.first_train(config.data.n_train)?.to_vec();
     let schedule = MiniBatches::new(train_idx, t.batch_size, t.seed)?;
@@ -103,7 +115,8 @@ pub fn train(
     let test = TensorBatch::from_batch(&dataset.split_batch(SplitName::Test)?, Kind::Float, device);
 
     let metrics_path = run_dir.join(files::METRICS);
-    let mut metrics_file = std::fs::File::create(&metrics_path).map_err(|e| ExperimentError::io(&metrics_path, e))?;
+    let mut metrics_file =
+        std::fs::File::create(&metrics_path).map_err(|e| ExperimentError::io(&metrics_path, e))?;
     let steps_per_epoch = schedule.n_batches();
     let bar = if show_progress {
         let bar = ProgressBar::new((t.epochs * steps_per_epoch) as u64);
@@ -118,10 +131,10 @@ pub fn train(
 
     let mut best: Option<(usize, Evaluation)> = None;
     let mut step_seconds = Vec::with_capacity(t.epochs * steps_per_epoch);
-    let mut total_nfe = 0usize;
+    let mut total_nfe = 0.0;
     let mut running = f64::NAN;
     for epoch in 1..=t.epochs {
-        let (mut epoch_nll, mut epoch_nfe, epoch_start) = (0.0, 0usize, Instant::now());
+        let (mut epoch_nll, mut epoch_nfe, epoch_start) = (0.0, 0.0, Instant::now());
         for (step, batch) in schedule.epoch(dataset, epoch as u64)?.enumerate() {
             let step_start = Instant::now();
             let batch = TensorBatch::from_batch(&batch, Kind::Float, device);
@@ -129,13 +142,26 @@ pub fn train(
             step_seconds.push(step_start.elapsed().as_secs_f64());
             epoch_nll += nll;
             epoch_nfe += nfe;
-            running = if running.is_nan() { nll } else { 0.95 * running + 0.05 * nll };
-            bar.set_message(format!("epoch {epoch}/{} NLL {running:.3} NFE {nfe}", t.epochs));
+            running = if running.is_nan() {
+                nll
+            } else {
+                0.95 * running + 0.05 * nll
+            };
+            bar.set_message(format!(
+                "epoch {epoch}/{} NLL {running:.3} NFE {nfe:.0}",
+                t.epochs
+            ));
             bar.inc(1);
         }
         total_nfe += epoch_nfe;
         let validation = if epoch % t.eval_every == 0 || epoch == t.epochs {
-            let eval = evaluate_nll(&model, &val, t.eval_batch_size, t.eval_trace, &format!("validation after epoch {epoch}"))?;
+            let eval = evaluate_nll(
+                &model,
+                &val,
+                t,
+                t.eval_trace,
+                &format!("validation after epoch {epoch}"),
+            )?;
             if best.as_ref().is_none_or(|(_, b)| eval.nll < b.nll) {
                 let meta = HashMap::from([
                     ("epoch".to_string(), epoch.to_string()),
@@ -159,7 +185,7 @@ pub fn train(
         let record = EpochMetrics {
             epoch,
             train_nll: epoch_nll / steps_per_epoch as f64,
-            train_nfe_per_step: epoch_nfe as f64 / steps_per_epoch as f64,
+            train_nfe_per_step: epoch_nfe / steps_per_epoch as f64,
             seconds_per_step: epoch_start.elapsed().as_secs_f64() / steps_per_epoch as f64,
             validation,
         };
@@ -175,7 +201,7 @@ pub fn train(
         message: "no validation was run".into(),
     })?;
     checkpoint::load(&mut model.vs, &run_dir.join(files::BEST))?;
-    let test = evaluate_nll(&model, &test, t.eval_batch_size, t.test_trace, "test")?;
+    let test = evaluate_nll(&model, &test, t, t.test_trace, "test")?;
     let result = RunResult {
         method: "E-NF".into(),
         system: config.data.system.name().into(),
@@ -185,7 +211,7 @@ pub fn train(
         validation,
         test,
         train_steps: step_seconds.len(),
-        mean_train_nfe: total_nfe as f64 / step_seconds.len().max(1) as f64,
+        mean_train_nfe: total_nfe / step_seconds.len().max(1) as f64,
         median_step_seconds: median(step_seconds),
         wall_seconds: start.elapsed().as_secs_f64(),
         config: config.clone(),

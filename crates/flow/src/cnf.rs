@@ -2,7 +2,7 @@
 
 use crate::error::{expect_positions, FlowError};
 use crate::prior::CentredGaussian;
-use crate::trace::{exact_from_replicas, hutchinson, TraceEstimator};
+use crate::trace::{exact_from_replicas, hutchinson, Probes, TraceEstimator};
 use egnn::{Dynamics, Masks};
 use ode::{OdeError, OdeRhs, OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
@@ -47,9 +47,8 @@ struct DensityRhs<'a, D> {
     masks: &'a Masks,
     /// Masks of the replicated batch, for the exact trace.
     masks_rep: Option<Masks>,
-    trace: TraceEstimator,
-    /// Hutchinson probes, fixed for the whole solve.
-    eps: Option<Tensor>,
+    /// Hutchinson probes (fixed for the whole solve), or the exact trace.
+    probes: Probes,
     create_graph: bool,
 }
 
@@ -63,13 +62,13 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             } else {
                 x.detach().set_requires_grad(true)
             };
-            let (v, tr) = match (self.trace, &self.eps, &self.masks_rep) {
-                (TraceEstimator::Hutchinson(_), Some(eps), _) => {
+            let (v, tr) = match (&self.probes, &self.masks_rep) {
+                (Probes::Hutchinson(eps), _) => {
                     let v = self.dynamics.velocity(t, &x_in, None, self.masks)?.x;
                     let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
                     (v, tr)
                 }
-                (TraceEstimator::Exact, _, Some(masks_rep)) => {
+                (Probes::Exact, Some(masks_rep)) => {
                     let size = x.size();
                     let d = size[1] * size[2];
                     let x_rep = x_in.repeat([d, 1, 1]);
@@ -77,9 +76,15 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                     let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
                     (v_rep.narrow(0, 0, size[0]), tr)
                 }
-                _ => unreachable!("probes or replicated masks are prepared with the estimator"),
+                (Probes::Exact, None) => {
+                    unreachable!("replicated masks are prepared with exact probes")
+                }
             };
-            Ok(if self.create_graph { vec![v, tr] } else { vec![v.detach(), tr.detach()] })
+            Ok(if self.create_graph {
+                vec![v, tr]
+            } else {
+                vec![v.detach(), tr.detach()]
+            })
         })
     }
 }
@@ -98,7 +103,10 @@ struct VelocityRhs<'a, D> {
 
 impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
     fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
-        let v = self.dynamics.velocity(t, &y[0], None, self.masks).map_err(|e| OdeError::rhs(t, e))?;
+        let v = self
+            .dynamics
+            .velocity(t, &y[0], None, self.masks)
+            .map_err(|e| OdeError::rhs(t, e))?;
         Ok(vec![v.x])
     }
 }
@@ -106,7 +114,11 @@ impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
 impl<D: Dynamics> Cnf<D> {
     /// A flow with the given dynamics and solver and the centre-of-mass-free Gaussian prior.
     pub fn new(dynamics: D, solver: OdeSolver) -> Self {
-        Cnf { dynamics, solver, prior: CentredGaussian }
+        Cnf {
+            dynamics,
+            solver,
+            prior: CentredGaussian,
+        }
     }
 
     fn run<T>(mode: GradientMode, f: impl FnOnce() -> T) -> T {
@@ -122,20 +134,47 @@ impl<D: Dynamics> Cnf<D> {
     ///
     /// Errors: [`FlowError::Shape`] for non-rank-3 positions; [`FlowError::Ode`] when the solve
     /// fails (with the time: non-finite state, step-size underflow, too many steps).
-    pub fn encode(&self, x: &Tensor, masks: &Masks, trace: TraceEstimator, mode: GradientMode) -> Result<Encoded, FlowError> {
+    pub fn encode(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        trace: TraceEstimator,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
         expect_positions(x)?;
+        let probes = trace.probes(&x.size(), &masks.node, x.kind(), x.device());
+        self.encode_with_probes(x, masks, probes, mode)
+    }
+
+    /// [`Cnf::encode`] with probes drawn by the caller ([`TraceEstimator::probes`]), e.g. once for
+    /// a batch that is then split across threads.
+    ///
+    /// Errors: as [`Cnf::encode`], and [`FlowError::Shape`] if the probes do not match `x`.
+    pub fn encode_with_probes(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
+        expect_positions(x)?;
+        if let Probes::Hutchinson(eps) = &probes {
+            if eps.size() != x.size() {
+                return Err(FlowError::Shape {
+                    what: "Hutchinson probes",
+                    expected: format!("{:?}", x.size()),
+                    got: eps.size(),
+                });
+            }
+        }
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let x = geometry::centre(x, node_mask)?;
         let size = x.size();
         let rhs = DensityRhs {
             dynamics: &self.dynamics,
             masks,
-            masks_rep: matches!(trace, TraceEstimator::Exact).then(|| masks.repeat(size[1] * size[2])),
-            trace,
-            eps: match trace {
-                TraceEstimator::Hutchinson(noise) => Some(noise.sample(&size, &masks.node, x.kind(), x.device())),
-                TraceEstimator::Exact => None,
-            },
+            masks_rep: matches!(probes, Probes::Exact).then(|| masks.repeat(size[1] * size[2])),
+            probes,
             create_graph: mode == GradientMode::Backprop,
         };
         let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
@@ -157,6 +196,28 @@ impl<D: Dynamics> Cnf<D> {
         mode: GradientMode,
     ) -> Result<(Tensor, SolveStats), FlowError> {
         let enc = self.encode(x, masks, trace, mode)?;
+        self.log_likelihood_of(enc, masks)
+    }
+
+    /// [`Cnf::log_likelihood`] with probes drawn by the caller (see [`Cnf::encode_with_probes`]).
+    ///
+    /// Errors: as [`Cnf::encode_with_probes`].
+    pub fn log_likelihood_with_probes(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
+        let enc = self.encode_with_probes(x, masks, probes, mode)?;
+        self.log_likelihood_of(enc, masks)
+    }
+
+    fn log_likelihood_of(
+        &self,
+        enc: Encoded,
+        masks: &Masks,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
         let log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
         Ok((log_pz + enc.log_det, enc.stats))
     }
@@ -165,10 +226,20 @@ impl<D: Dynamics> Cnf<D> {
     /// velocity from t = 1 to t = 0.
     ///
     /// Errors: [`FlowError::Shape`], [`FlowError::Ode`].
-    pub fn decode(&self, z: &Tensor, masks: &Masks, mode: GradientMode) -> Result<(Tensor, SolveStats), FlowError> {
+    pub fn decode(
+        &self,
+        z: &Tensor,
+        masks: &Masks,
+        mode: GradientMode,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
         expect_positions(z)?;
-        let rhs = VelocityRhs { dynamics: &self.dynamics, masks };
-        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 1.0, 0.0, &[z.shallow_clone()]))?;
+        let rhs = VelocityRhs {
+            dynamics: &self.dynamics,
+            masks,
+        };
+        let (mut y, stats) = Self::run(mode, || {
+            self.solver.solve(&rhs, 1.0, 0.0, &[z.shallow_clone()])
+        })?;
         Ok((y.pop().unwrap_or_else(Tensor::new), stats))
     }
 
@@ -176,8 +247,15 @@ impl<D: Dynamics> Cnf<D> {
     /// [`Cnf::decode`]. Uses the libtorch generator. Returns the samples and the latent draws.
     ///
     /// Errors: [`FlowError::Ode`] when the backward solve fails.
-    pub fn sample(&self, masks: &Masks, n_dims: i64, kind: Kind) -> Result<(Tensor, Tensor, SolveStats), FlowError> {
-        let z = self.prior.sample(&masks.node, n_dims, kind, masks.node.device())?;
+    pub fn sample(
+        &self,
+        masks: &Masks,
+        n_dims: i64,
+        kind: Kind,
+    ) -> Result<(Tensor, Tensor, SolveStats), FlowError> {
+        let z = self
+            .prior
+            .sample(&masks.node, n_dims, kind, masks.node.device())?;
         let (x, stats) = self.decode(&z, masks, GradientMode::NoGrad)?;
         Ok((x, z, stats))
     }

@@ -31,6 +31,10 @@ pub(crate) fn expect_positions(x: &tch::Tensor) -> Result<(), FlowError> {
     if x.dim() == 3 {
         Ok(())
     } else {
-        Err(FlowError::Shape { what: "positions", expected: "[batch, nodes, dims]".into(), got: x.size() })
+        Err(FlowError::Shape {
+            what: "positions",
+            expected: "[batch, nodes, dims]".into(),
+            got: x.size(),
+        })
     }
 }

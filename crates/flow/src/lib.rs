@@ -18,4 +18,4 @@ pub mod trace;
 pub use cnf::{Cnf, Encoded, GradientMode};
 pub use error::FlowError;
 pub use prior::{CentredGaussian, StandardGaussian};
-pub use trace::{Noise, TraceEstimator};
+pub use trace::{Noise, Probes, TraceEstimator};

@@ -6,7 +6,9 @@ use tch::{Device, Kind, Tensor};
 const LOG_2PI: f64 = 1.837_877_066_409_345_5; // ln(2 pi)
 
 fn real_nodes(node_mask: &Tensor, kind: Kind) -> Tensor {
-    node_mask.to_kind(kind).sum_dim_intlist(&[1i64][..], false, kind)
+    node_mask
+        .to_kind(kind)
+        .sum_dim_intlist(&[1i64][..], false, kind)
 }
 
 /// An isotropic standard Gaussian restricted to the zero-centre-of-mass subspace of positions: for
@@ -32,7 +34,13 @@ impl CentredGaussian {
     /// Draws centred positions `[batch, nodes, n_dims]` for the graphs of `node_mask [batch, nodes]`:
     /// a standard normal with its mean over the real nodes removed; padded nodes are zero. Uses the
     /// libtorch generator (seed it with `tch::manual_seed`).
-    pub fn sample(&self, node_mask: &Tensor, n_dims: i64, kind: Kind, device: Device) -> Result<Tensor, FlowError> {
+    pub fn sample(
+        &self,
+        node_mask: &Tensor,
+        n_dims: i64,
+        kind: Kind,
+        device: Device,
+    ) -> Result<Tensor, FlowError> {
         let size = node_mask.size();
         let eps = Tensor::randn([size[0], size[1], n_dims], (kind, device));
         Ok(geometry::centre(&eps, Some(&node_mask.to_kind(kind)))?)
@@ -54,7 +62,8 @@ impl StandardGaussian {
     /// Draws `[batch, nodes, nf]` with padded nodes zero.
     pub fn sample(&self, node_mask: &Tensor, nf: i64, kind: Kind, device: Device) -> Tensor {
         let size = node_mask.size();
-        Tensor::randn([size[0], size[1], nf], (kind, device)) * node_mask.to_kind(kind).unsqueeze(-1)
+        Tensor::randn([size[0], size[1], nf], (kind, device))
+            * node_mask.to_kind(kind).unsqueeze(-1)
     }
 }
 
@@ -68,17 +77,31 @@ mod tests {
         // of a point with ||z|| = r is N(r; 0, 1) = exp(-r^2/2)/sqrt(2 pi): one degree of freedom.
         let z = Tensor::from_slice(&[0.3f64, -0.3]).view([1, 2, 1]);
         let mask = Tensor::ones([1, 2], (Kind::Double, Device::Cpu));
-        let lp = CentredGaussian.log_prob(&z, &mask).unwrap().double_value(&[0]);
+        let lp = CentredGaussian
+            .log_prob(&z, &mask)
+            .unwrap()
+            .double_value(&[0]);
         let r2 = 0.18;
         assert!((lp - (-0.5 * r2 - 0.5 * LOG_2PI)).abs() < 1e-14);
     }
 
     #[test]
     fn samples_are_centred_and_zero_at_padding() {
-        tch::manual_seed(0);
+        let _rng = geometry::testing::seeded(0);
         let mask = Tensor::from_slice(&[1.0f64, 1.0, 1.0, 0.0]).view([1, 4]);
-        let z = CentredGaussian.sample(&mask, 3, Kind::Double, Device::Cpu).unwrap();
-        assert!(z.sum_dim_intlist(&[1i64][..], false, Kind::Double).abs().max().double_value(&[]) < 1e-14);
-        assert_eq!(z.get(0).get(3).abs().sum(Kind::Double).double_value(&[]), 0.0);
+        let z = CentredGaussian
+            .sample(&mask, 3, Kind::Double, Device::Cpu)
+            .unwrap();
+        assert!(
+            z.sum_dim_intlist(&[1i64][..], false, Kind::Double)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-14
+        );
+        assert_eq!(
+            z.get(0).get(3).abs().sum(Kind::Double).double_value(&[]),
+            0.0
+        );
     }
 }

@@ -33,10 +33,55 @@ pub enum TraceEstimator {
     Hutchinson(Noise),
 }
 
+/// The probes of one solve: what [`TraceEstimator`] needs, drawn once before the solve so that a
+/// batch split across threads uses exactly the probes the whole batch would have used.
+#[derive(Debug)]
+pub enum Probes {
+    /// Exact trace: no random probes.
+    Exact,
+    /// Hutchinson probes of the positions' shape `[batch, nodes, dims]`, zero at padded nodes.
+    Hutchinson(Tensor),
+}
+
+impl Probes {
+    /// Rows `start .. start + len` of the probes (for a shard of the batch).
+    pub fn narrow(&self, start: i64, len: i64) -> Probes {
+        match self {
+            Probes::Exact => Probes::Exact,
+            Probes::Hutchinson(eps) => Probes::Hutchinson(eps.narrow(0, start, len)),
+        }
+    }
+}
+
+impl TraceEstimator {
+    /// Draws the probes of one solve for positions of `shape` `[batch, nodes, dims]` with
+    /// `node_mask [batch, nodes]`, from the libtorch generator.
+    pub fn probes(
+        self,
+        shape: &[i64],
+        node_mask: &Tensor,
+        kind: Kind,
+        device: tch::Device,
+    ) -> Probes {
+        match self {
+            TraceEstimator::Exact => Probes::Exact,
+            TraceEstimator::Hutchinson(noise) => {
+                Probes::Hutchinson(noise.sample(shape, node_mask, kind, device))
+            }
+        }
+    }
+}
+
 impl Noise {
     /// Draws probes of `shape` with padded nodes zeroed by `node_mask [batch, nodes]` (shape is
     /// `[batch, nodes, dims]`). Uses the libtorch generator.
-    pub fn sample(self, shape: &[i64], node_mask: &Tensor, kind: Kind, device: tch::Device) -> Tensor {
+    pub fn sample(
+        self,
+        shape: &[i64],
+        node_mask: &Tensor,
+        kind: Kind,
+        device: tch::Device,
+    ) -> Tensor {
         let eps = match self {
             Noise::Rademacher => Tensor::randint(2, shape, (kind, device)) * 2.0 - 1.0,
             Noise::Gaussian => Tensor::randn(shape, (kind, device)),
@@ -56,7 +101,12 @@ fn grad_or_zeros(g: Tensor, like: &Tensor) -> Tensor {
 /// Hutchinson's estimate `[batch]` of `tr(dv/dx)` for `v [batch, nodes, dims]` computed from `x`
 /// (which must require gradients) with probe `eps` of `x`'s shape. With `create_graph` the estimate
 /// is differentiable (for training).
-pub fn hutchinson(v: &Tensor, x: &Tensor, eps: &Tensor, create_graph: bool) -> Result<Tensor, tch::TchError> {
+pub fn hutchinson(
+    v: &Tensor,
+    x: &Tensor,
+    eps: &Tensor,
+    create_graph: bool,
+) -> Result<Tensor, tch::TchError> {
     let vjp = Tensor::f_run_backward(&[(v * eps).sum(v.kind())], &[x], create_graph, create_graph)?;
     let vjp = grad_or_zeros(vjp.into_iter().next().unwrap_or_else(Tensor::new), x);
     Ok((vjp * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind()))
@@ -69,7 +119,11 @@ pub fn unit_probes(d: i64, kind: Kind, device: tch::Device) -> Tensor {
 
 /// Exact trace `[batch]` from the replicated evaluation: `v_rep [D * batch, nodes, dims]` computed
 /// from `x_rep [D * batch, nodes, dims]` (copy k = rows `k * batch .. (k + 1) * batch`).
-pub fn exact_from_replicas(v_rep: &Tensor, x_rep: &Tensor, create_graph: bool) -> Result<Tensor, tch::TchError> {
+pub fn exact_from_replicas(
+    v_rep: &Tensor,
+    x_rep: &Tensor,
+    create_graph: bool,
+) -> Result<Tensor, tch::TchError> {
     let size = v_rep.size();
     let d = size[1] * size[2];
     let batch = size[0] / d;

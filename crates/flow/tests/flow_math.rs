@@ -12,13 +12,13 @@ use tch::{nn::VarStore, Device, Kind, Tensor};
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 
+/// Every test holds libtorch's generator for its whole duration (see `geometry::testing`).
 fn dynamics(seed: i64, std: f64) -> (VarStore, EgnnDynamics) {
-    geometry::flush_denormals();
     random_dynamics(&EgnnConfig::default(), seed, std, Kind::Double).unwrap()
 }
 
 fn dw4_batch(batch: i64, seed: i64) -> Tensor {
-    tch::manual_seed(seed);
+    tch::manual_seed(seed); // the caller holds the generator's lock
     geometry::centre(&(Tensor::randn([batch, 4, 2], F64) * 1.5), None).unwrap()
 }
 
@@ -31,7 +31,9 @@ fn trace_by_columns(dynamics: &EgnnDynamics, x: &Tensor, masks: &Masks) -> Tenso
     for i in 0..size[1] {
         for k in 0..size[2] {
             let column = v.select(1, i).select(1, k).sum(Kind::Double);
-            let g = Tensor::run_backward(&[column], &[&x], true, false).pop().unwrap();
+            let g = Tensor::run_backward(&[column], &[&x], true, false)
+                .pop()
+                .unwrap();
             total += g.select(1, i).select(1, k);
         }
     }
@@ -40,6 +42,7 @@ fn trace_by_columns(dynamics: &EgnnDynamics, x: &Tensor, masks: &Masks) -> Tenso
 
 #[test]
 fn centred_gaussian_equals_a_standard_normal_on_the_subspace() {
+    let _rng = geometry::testing::seeded(0);
     // Coordinates in an orthonormal basis of the zero-mean subspace (eigenvectors of the centring
     // projector with eigenvalue 1) must be standard normal with (M - 1) n degrees of freedom.
     let (m, n) = (5i64, 3i64);
@@ -51,7 +54,10 @@ fn centred_gaussian_equals_a_standard_normal_on_the_subspace() {
     assert_eq!(basis.size(), [m, m - 1]);
     let coords = basis.tr().matmul(&z); // [2, m-1, n]
     let dof = ((m - 1) * n) as f64;
-    let expected = coords.square().sum_dim_intlist(&[1i64, 2][..], false, Kind::Double) * -0.5
+    let expected = coords
+        .square()
+        .sum_dim_intlist(&[1i64, 2][..], false, Kind::Double)
+        * -0.5
         - dof * 0.5 * (2.0 * std::f64::consts::PI).ln();
     let mask = Tensor::ones([2, m], F64);
     let got = CentredGaussian.log_prob(&z, &mask).unwrap();
@@ -61,12 +67,16 @@ fn centred_gaussian_equals_a_standard_normal_on_the_subspace() {
 
 #[test]
 fn batched_exact_trace_equals_the_jacobian_trace_column_by_column() {
+    let _rng = geometry::testing::seeded(0);
     let (_vs, dynamics) = dynamics(1, 0.5);
     let x = dw4_batch(3, 4);
     let masks = Masks::full(3, 4, Kind::Double, Device::Cpu);
     let reference = trace_by_columns(&dynamics, &x, &masks);
     let x_rep = x.repeat([8, 1, 1]).set_requires_grad(true);
-    let v_rep = dynamics.velocity(0.3, &x_rep, None, &masks.repeat(8)).unwrap().x;
+    let v_rep = dynamics
+        .velocity(0.3, &x_rep, None, &masks.repeat(8))
+        .unwrap()
+        .x;
     let exact = exact_from_replicas(&v_rep, &x_rep, false).unwrap();
     let scale = reference.abs().max().double_value(&[]);
     assert!(scale > 1e-2, "the Jacobian must not be trivial: {scale}");
@@ -76,6 +86,7 @@ fn batched_exact_trace_equals_the_jacobian_trace_column_by_column() {
 
 #[test]
 fn hutchinson_mean_matches_the_exact_trace_within_three_standard_errors() {
+    let _rng = geometry::testing::seeded(0);
     let (_vs, dynamics) = dynamics(2, 0.5);
     let x = dw4_batch(1, 5);
     let masks1 = Masks::full(1, 4, Kind::Double, Device::Cpu);
@@ -91,7 +102,10 @@ fn hutchinson_mean_matches_the_exact_trace_within_three_standard_errors() {
         let est = hutchinson(&v, &xs, &eps, false).unwrap();
         let mean = est.mean(Kind::Double).double_value(&[]);
         let se = est.std(true).double_value(&[]) / (k as f64).sqrt();
-        assert!((mean - exact).abs() < 3.0 * se, "{noise:?}: mean {mean}, exact {exact}, standard error {se}");
+        assert!(
+            (mean - exact).abs() < 3.0 * se,
+            "{noise:?}: mean {mean}, exact {exact}, standard error {se}"
+        );
         assert!(se > 0.0);
     }
 }
@@ -103,13 +117,25 @@ fn flow(seed: i64, std: f64, tol: f64) -> (VarStore, Cnf<EgnnDynamics>) {
 
 #[test]
 fn log_likelihood_is_invariant_to_rotations_reflections_translations_and_permutations() {
+    let _rng = geometry::testing::seeded(0);
     // Moderate weights keep the ODE non-stiff; tolerances 1e-8 make the solver error ~1e-7.
     let (_vs, cnf) = flow(7, 0.15, 1e-8);
-    let input = Graphs { positions: dw4_batch(4, 8), features: None, node_mask: Tensor::ones([4, 4], F64) };
+    let input = Graphs {
+        positions: dw4_batch(4, 8),
+        features: None,
+        node_mask: Tensor::ones([4, 4], F64),
+    };
     let mut rng = StdRng::seed_from_u64(9);
     let log_p = |g: &Graphs| -> Result<Tensor, flow::FlowError> {
         let masks = Masks::from_node_mask(&g.node_mask);
-        Ok(cnf.log_likelihood(&g.positions, &masks, TraceEstimator::Exact, GradientMode::NoGrad)?.0)
+        Ok(cnf
+            .log_likelihood(
+                &g.positions,
+                &masks,
+                TraceEstimator::Exact,
+                GradientMode::NoGrad,
+            )?
+            .0)
     };
     for _ in 0..3 {
         let g = Transform::random(4, 2, 2.0, &mut rng);
@@ -121,6 +147,7 @@ fn log_likelihood_is_invariant_to_rotations_reflections_translations_and_permuta
 
 #[test]
 fn sampling_then_encoding_returns_the_latent_draw() {
+    let _rng = geometry::testing::seeded(0);
     let (_vs, cnf) = flow(10, 0.15, 1e-8);
     let masks = Masks::full(5, 4, Kind::Double, Device::Cpu);
     tch::manual_seed(11);
@@ -128,24 +155,37 @@ fn sampling_then_encoding_returns_the_latent_draw() {
     assert!(stats.nfe > 0);
     let moved = (&x - &z).abs().max().double_value(&[]);
     assert!(moved > 1e-3, "the flow must move the samples: {moved}");
-    let enc = cnf.encode(&x, &masks, TraceEstimator::Exact, GradientMode::NoGrad).unwrap();
+    let enc = cnf
+        .encode(&x, &masks, TraceEstimator::Exact, GradientMode::NoGrad)
+        .unwrap();
     let err = (enc.z - &z).abs().max().double_value(&[]);
     assert!(err < 1e-6, "round trip error {err}");
 }
 
 #[test]
 fn coincident_particles_give_finite_dynamics_traces_and_gradients() {
+    let _rng = geometry::testing::seeded(0);
     let (vs, cnf) = flow(12, 0.15, 1e-4);
     // Graph 0: all particles at the origin; graph 1: particles 0 and 1 at the same position.
-    let x = Tensor::from_slice(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0, 0.5, -1.0, -2.5])
-        .to_kind(Kind::Double)
-        .view([2, 4, 2]);
+    let x = Tensor::from_slice(&[
+        0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, -1.0, 0.5, -1.0, -2.5,
+    ])
+    .to_kind(Kind::Double)
+    .view([2, 4, 2]);
     let masks = Masks::full(2, 4, Kind::Double, Device::Cpu);
     let v = cnf.dynamics.velocity(0.5, &x, None, &masks).unwrap().x;
     assert!(v.isfinite().all().int64_value(&[]) == 1);
-    for trace in [TraceEstimator::Exact, TraceEstimator::Hutchinson(Noise::Rademacher)] {
-        let (log_p, _) = cnf.log_likelihood(&x, &masks, trace, GradientMode::Backprop).unwrap();
-        assert!(log_p.isfinite().all().int64_value(&[]) == 1, "{trace:?}: {log_p:?}");
+    for trace in [
+        TraceEstimator::Exact,
+        TraceEstimator::Hutchinson(Noise::Rademacher),
+    ] {
+        let (log_p, _) = cnf
+            .log_likelihood(&x, &masks, trace, GradientMode::Backprop)
+            .unwrap();
+        assert!(
+            log_p.isfinite().all().int64_value(&[]) == 1,
+            "{trace:?}: {log_p:?}"
+        );
         let loss = -log_p.sum(Kind::Double);
         for v in vs.trainable_variables() {
             v.grad().defined().then(|| v.grad().zero_());
@@ -156,9 +196,17 @@ fn coincident_particles_give_finite_dynamics_traces_and_gradients() {
             // The last layer's feature update and the output embedding do not reach the position
             // velocity of a particle system (as in the reference): they get no gradient.
             let dead = name.contains("layers.2.node_mlp") || name.contains("embedding_out");
-            assert_eq!(g.defined(), !dead, "{name}: gradient defined = {}", g.defined());
+            assert_eq!(
+                g.defined(),
+                !dead,
+                "{name}: gradient defined = {}",
+                g.defined()
+            );
             if !dead {
-                assert!(g.isfinite().all().int64_value(&[]) == 1, "{trace:?}: gradient of {name} is not finite");
+                assert!(
+                    g.isfinite().all().int64_value(&[]) == 1,
+                    "{trace:?}: gradient of {name} is not finite"
+                );
             }
         }
     }

@@ -21,7 +21,9 @@ pub fn centre_of_mass(x: &Tensor, node_mask: Option<&Tensor>) -> Result<Tensor, 
             expect_rank(mask, 2, "node_mask", "[batch, nodes]")?;
             let mask = mask.unsqueeze(-1).to_kind(x.kind());
             let total = (x * &mask).sum_dim_intlist(&[1i64][..], true, x.kind());
-            let count = mask.sum_dim_intlist(&[1i64][..], true, x.kind()).clamp_min(1.0);
+            let count = mask
+                .sum_dim_intlist(&[1i64][..], true, x.kind())
+                .clamp_min(1.0);
             Ok(total / count)
         }
     }
@@ -42,7 +44,11 @@ pub fn centre(x: &Tensor, node_mask: Option<&Tensor>) -> Result<Tensor, Geometry
 
 /// Largest absolute centre-of-mass coordinate over the batch (0 for a centred batch); a test helper.
 pub fn max_centre_of_mass(x: &Tensor, node_mask: Option<&Tensor>) -> Result<f64, GeometryError> {
-    Ok(centre_of_mass(x, node_mask)?.abs().max().to_kind(Kind::Double).double_value(&[]))
+    Ok(centre_of_mass(x, node_mask)?
+        .abs()
+        .max()
+        .to_kind(Kind::Double)
+        .double_value(&[]))
 }
 
 #[cfg(test)]

@@ -56,7 +56,10 @@ mod tests {
     #[test]
     fn flushing_sets_the_bits_and_zeroes_denormal_products() {
         super::flush_denormals();
-        assert!(super::denormals_flushed() || !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")));
+        assert!(
+            super::denormals_flushed()
+                || !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        );
         let tiny = std::hint::black_box(1e-300_f64);
         let product = std::hint::black_box(tiny * 1e-10);
         if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {

@@ -101,7 +101,7 @@ mod tests {
     use tch::Device;
 
     fn graphs(seed: i64) -> Graphs {
-        tch::manual_seed(seed);
+        let _rng = crate::testing::seeded(seed);
         Graphs {
             positions: Tensor::randn([2, 5, 3], (Kind::Double, Device::Cpu)),
             features: None,
@@ -124,7 +124,11 @@ mod tests {
         assert!(r.max_abs_deviation < 1e-12, "{r:?}");
         let r = max_deviation(
             |x: &Graphs| -> Result<Tensor, GeometryError> {
-                Ok(pairwise_sq_distances(&x.positions).sum_dim_intlist(&[1i64, 2][..], false, Kind::Double))
+                Ok(pairwise_sq_distances(&x.positions).sum_dim_intlist(
+                    &[1i64, 2][..],
+                    false,
+                    Kind::Double,
+                ))
             },
             &input,
             &g,

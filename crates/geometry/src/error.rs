@@ -29,6 +29,10 @@ pub(crate) fn expect_rank(
     if got.len() == rank {
         Ok(())
     } else {
-        Err(GeometryError::Shape { what, expected, got })
+        Err(GeometryError::Shape {
+            what,
+            expected,
+            got,
+        })
     }
 }

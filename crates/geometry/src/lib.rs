@@ -16,6 +16,7 @@ pub mod denormals;
 pub mod equivariance;
 pub mod error;
 pub mod pairwise;
+pub mod testing;
 pub mod transform;
 
 pub use centre::{centre, centre_of_mass, node_count};

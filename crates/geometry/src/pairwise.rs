@@ -10,7 +10,9 @@ pub fn pairwise_differences(x: &Tensor) -> Tensor {
 
 /// Squared pairwise distances `||x_i - x_j||^2`: `x [batch, nodes, dims]` -> `[batch, nodes, nodes]`.
 pub fn pairwise_sq_distances(x: &Tensor) -> Tensor {
-    pairwise_differences(x).square().sum_dim_intlist(&[-1i64][..], false, x.kind())
+    pairwise_differences(x)
+        .square()
+        .sum_dim_intlist(&[-1i64][..], false, x.kind())
 }
 
 /// Edge mask of the fully connected graph without self-loops over the real nodes:

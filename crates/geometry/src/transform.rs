@@ -24,7 +24,9 @@ pub fn random_orthogonal(n: i64, rng: &mut impl Rng) -> Tensor {
 
 /// A random translation with independent N(0, scale^2) components: `[n]` f64 on the CPU.
 pub fn random_translation(n: i64, scale: f64, rng: &mut impl Rng) -> Tensor {
-    let entries: Vec<f64> = (0..n).map(|_| scale * rng.sample::<f64, _>(StandardNormal)).collect();
+    let entries: Vec<f64> = (0..n)
+        .map(|_| scale * rng.sample::<f64, _>(StandardNormal))
+        .collect();
     Tensor::from_slice(&entries)
 }
 
@@ -113,7 +115,11 @@ impl Transform {
         x: &Tensor,
         node_mask: Option<&Tensor>,
     ) -> Result<Tensor, GeometryError> {
-        let t = self.translation.to_kind(x.kind()).to_device(x.device()).view([1, 1, -1]);
+        let t = self
+            .translation
+            .to_kind(x.kind())
+            .to_device(x.device())
+            .view([1, 1, -1]);
         let moved = self.rotate(x)? + t;
         let moved = match node_mask {
             Some(mask) => moved * mask.unsqueeze(-1).to_kind(x.kind()),
@@ -146,7 +152,10 @@ mod tests {
             }
         }
         // Binomial(64, 1/2): P(outside 16..=48) < 1e-4.
-        assert!((16..=48).contains(&reflections), "{reflections} reflections in 64 draws");
+        assert!(
+            (16..=48).contains(&reflections),
+            "{reflections} reflections in 64 draws"
+        );
     }
 
     #[test]

@@ -23,7 +23,16 @@ pub enum ErrorNorm {
 
 fn rms_parts(v: &[Tensor]) -> Vec<(f64, usize)> {
     v.iter()
-        .map(|t| (t.detach().to_kind(Kind::Double).square().sum(Kind::Double).double_value(&[]), t.numel()))
+        .map(|t| {
+            (
+                t.detach()
+                    .to_kind(Kind::Double)
+                    .square()
+                    .sum(Kind::Double)
+                    .double_value(&[]),
+                t.numel(),
+            )
+        })
         .collect()
 }
 
@@ -33,13 +42,18 @@ impl ErrorNorm {
         let parts = rms_parts(v);
         match self {
             ErrorNorm::Rms => {
-                let (sq, n) = parts.iter().fold((0.0, 0usize), |(s, n), (ps, pn)| (s + ps, n + pn));
+                let (sq, n) = parts
+                    .iter()
+                    .fold((0.0, 0usize), |(s, n), (ps, pn)| (s + ps, n + pn));
                 (sq / n.max(1) as f64).sqrt()
             }
             ErrorNorm::MixedRms => parts
                 .iter()
                 .map(|(s, n)| (s / (*n).max(1) as f64).sqrt())
-                .fold(0.0, |a: f64, b| if b.is_nan() { f64::NAN } else { a.max(b) }),
+                .fold(
+                    0.0,
+                    |a: f64, b| if b.is_nan() { f64::NAN } else { a.max(b) },
+                ),
         }
     }
 }
@@ -85,10 +99,22 @@ pub fn initial_step(
 ) -> Result<(f64, usize), OdeError> {
     let d0 = norm.norm(&scaled(y0, y0, y0, rtol, atol));
     let d1 = norm.norm(&scaled(f0, y0, y0, rtol, atol));
-    let h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
-    let y1: Vec<Tensor> = y0.iter().zip(f0).map(|(y, f)| y.detach() + f.detach() * (direction * h0)).collect();
+    let h0 = if d0 < 1e-5 || d1 < 1e-5 {
+        1e-6
+    } else {
+        0.01 * d0 / d1
+    };
+    let y1: Vec<Tensor> = y0
+        .iter()
+        .zip(f0)
+        .map(|(y, f)| y.detach() + f.detach() * (direction * h0))
+        .collect();
     let f1 = tch::no_grad(|| rhs.eval(t0 + direction * h0, &y1))?;
-    let diff: Vec<Tensor> = f1.iter().zip(f0).map(|(a, b)| a.detach() - b.detach()).collect();
+    let diff: Vec<Tensor> = f1
+        .iter()
+        .zip(f0)
+        .map(|(a, b)| a.detach() - b.detach())
+        .collect();
     let d2 = norm.norm(&scaled(&diff, y0, y0, rtol, atol)) / h0;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h0 * 1e-3).max(1e-6)

@@ -46,6 +46,9 @@ pub enum OdeError {
 impl OdeError {
     /// Wraps a model's error raised at time `t`.
     pub fn rhs(t: f64, source: impl std::error::Error + Send + Sync + 'static) -> Self {
-        OdeError::Rhs { t, source: Box::new(source) }
+        OdeError::Rhs {
+            t,
+            source: Box::new(source),
+        }
     }
 }

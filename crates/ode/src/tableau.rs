@@ -46,11 +46,18 @@ impl ButcherTableau {
         }
         for (i, row) in self.a.iter().enumerate() {
             if row.len() != i {
-                return Some(format!("{}: row {i} of A has {} entries", self.name, row.len()));
+                return Some(format!(
+                    "{}: row {i} of A has {} entries",
+                    self.name,
+                    row.len()
+                ));
             }
             let sum: f64 = row.iter().sum();
             if (sum - self.c[i]).abs() > 1e-12 {
-                return Some(format!("{}: row {i} of A sums to {sum}, c = {}", self.name, self.c[i]));
+                return Some(format!(
+                    "{}: row {i} of A sums to {sum}, c = {}",
+                    self.name, self.c[i]
+                ));
             }
         }
         if (self.b.iter().sum::<f64>() - 1.0).abs() > 1e-12 {
@@ -61,8 +68,13 @@ impl ButcherTableau {
                 return Some(format!("{}: error weights do not sum to 0", self.name));
             }
         }
-        if self.fsal && (self.a[s - 1] != &self.b[..s - 1] || self.c[s - 1] != 1.0 || self.b[s - 1] != 0.0) {
-            return Some(format!("{}: FSAL but the last row of A is not b", self.name));
+        if self.fsal
+            && (self.a[s - 1] != &self.b[..s - 1] || self.c[s - 1] != 1.0 || self.b[s - 1] != 0.0)
+        {
+            return Some(format!(
+                "{}: FSAL but the last row of A is not b",
+                self.name
+            ));
         }
         None
     }
@@ -99,8 +111,15 @@ impl Method {
 }
 
 /// Forward Euler.
-pub const EULER: ButcherTableau =
-    ButcherTableau { name: "euler", order: 1, c: &[0.0], a: &[&[]], b: &[1.0], b_error: None, fsal: false };
+pub const EULER: ButcherTableau = ButcherTableau {
+    name: "euler",
+    order: 1,
+    c: &[0.0],
+    a: &[&[]],
+    b: &[1.0],
+    b_error: None,
+    fsal: false,
+};
 
 /// Explicit midpoint rule.
 pub const MIDPOINT: ButcherTableau = ButcherTableau {
@@ -129,9 +148,19 @@ pub const BOSH3: ButcherTableau = ButcherTableau {
     name: "bosh3",
     order: 3,
     c: &[0.0, 0.5, 0.75, 1.0],
-    a: &[&[], &[0.5], &[0.0, 0.75], &[2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0]],
+    a: &[
+        &[],
+        &[0.5],
+        &[0.0, 0.75],
+        &[2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0],
+    ],
     b: &[2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0.0],
-    b_error: Some(&[2.0 / 9.0 - 7.0 / 24.0, 1.0 / 3.0 - 0.25, 4.0 / 9.0 - 1.0 / 3.0, -0.125]),
+    b_error: Some(&[
+        2.0 / 9.0 - 7.0 / 24.0,
+        1.0 / 3.0 - 0.25,
+        4.0 / 9.0 - 1.0 / 3.0,
+        -0.125,
+    ]),
     fsal: true,
 };
 
@@ -146,11 +175,37 @@ pub const DOPRI5: ButcherTableau = ButcherTableau {
         &[0.2],
         &[3.0 / 40.0, 9.0 / 40.0],
         &[44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-        &[19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-        &[9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0],
-        &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+        &[
+            19372.0 / 6561.0,
+            -25360.0 / 2187.0,
+            64448.0 / 6561.0,
+            -212.0 / 729.0,
+        ],
+        &[
+            9017.0 / 3168.0,
+            -355.0 / 33.0,
+            46732.0 / 5247.0,
+            49.0 / 176.0,
+            -5103.0 / 18656.0,
+        ],
+        &[
+            35.0 / 384.0,
+            0.0,
+            500.0 / 1113.0,
+            125.0 / 192.0,
+            -2187.0 / 6784.0,
+            11.0 / 84.0,
+        ],
     ],
-    b: &[35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0, 0.0],
+    b: &[
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+        0.0,
+    ],
     b_error: Some(&[
         35.0 / 384.0 - 5179.0 / 57600.0,
         0.0,
@@ -169,7 +224,13 @@ mod tests {
 
     #[test]
     fn every_tableau_is_consistent() {
-        for m in [Method::Euler, Method::Midpoint, Method::Rk4, Method::Bosh3, Method::Dopri5] {
+        for m in [
+            Method::Euler,
+            Method::Midpoint,
+            Method::Rk4,
+            Method::Bosh3,
+            Method::Dopri5,
+        ] {
             assert_eq!(m.tableau().consistency_error(), None);
         }
     }

@@ -11,7 +11,9 @@ fn decay(_t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
 
 /// y' = A y with A = [[0, 1], [-1, 0]] (harmonic oscillator): y(t) = R(t) y0, R a rotation.
 fn oscillator(_t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
-    let a = Tensor::from_slice(&[0.0, 1.0, -1.0, 0.0]).to_kind(Kind::Double).view([2, 2]);
+    let a = Tensor::from_slice(&[0.0, 1.0, -1.0, 0.0])
+        .to_kind(Kind::Double)
+        .view([2, 2]);
     Ok(vec![y[0].matmul(&a.tr())])
 }
 
@@ -23,12 +25,17 @@ fn value(t: &Tensor) -> Vec<f64> {
 fn dopri5_solves_exponential_decay_within_tolerance() {
     let y0 = Tensor::from_slice(&[1.0, 2.0, -3.0]).to_kind(Kind::Double);
     for tol in [1e-4, 1e-6, 1e-8] {
-        let (y, stats) = OdeSolver::dopri5(tol, tol).solve(&decay, 0.0, 1.0, &[y0.shallow_clone()]).unwrap();
+        let (y, stats) = OdeSolver::dopri5(tol, tol)
+            .solve(&decay, 0.0, 1.0, &[y0.shallow_clone()])
+            .unwrap();
         let exact = &y0 * (-1f64).exp();
         let err = (&y[0] - exact).abs().max().double_value(&[]);
         // Local error control keeps the global error within a small multiple of the tolerance.
         assert!(err < 10.0 * tol, "tol {tol}: error {err}, {stats:?}");
-        assert!(stats.accepted > 0 && stats.nfe == 2 + 6 * (stats.accepted + stats.rejected), "{stats:?}");
+        assert!(
+            stats.accepted > 0 && stats.nfe == 2 + 6 * (stats.accepted + stats.rejected),
+            "{stats:?}"
+        );
     }
     // The caller's tensor is untouched.
     assert_eq!(value(&y0), vec![1.0, 2.0, -3.0]);
@@ -36,10 +43,14 @@ fn dopri5_solves_exponential_decay_within_tolerance() {
 
 #[test]
 fn dopri5_solves_a_linear_system_forwards_and_backwards() {
-    let y0 = Tensor::from_slice(&[1.0, 0.5]).to_kind(Kind::Double).view([1, 2]);
+    let y0 = Tensor::from_slice(&[1.0, 0.5])
+        .to_kind(Kind::Double)
+        .view([1, 2]);
     let t1 = 3.0f64;
     let solver = OdeSolver::dopri5(1e-8, 1e-8);
-    let (y, _) = solver.solve(&oscillator, 0.0, t1, &[y0.shallow_clone()]).unwrap();
+    let (y, _) = solver
+        .solve(&oscillator, 0.0, t1, &[y0.shallow_clone()])
+        .unwrap();
     // y' = A y with A = [[0,1],[-1,0]]: y1(t) = y1 cos t + y2 sin t, y2(t) = -y1 sin t + y2 cos t.
     let exact = [t1.cos() + 0.5 * t1.sin(), -t1.sin() + 0.5 * t1.cos()];
     let got = value(&y[0]);
@@ -54,7 +65,9 @@ fn dopri5_solves_a_linear_system_forwards_and_backwards() {
 fn output_times_are_hit_exactly() {
     let y0 = Tensor::ones([2], F64);
     let times = [0.0, 0.25, 0.5, 1.0, 2.0];
-    let sol = OdeSolver::dopri5(1e-9, 1e-9).solve_at(&decay, &times, &[y0]).unwrap();
+    let sol = OdeSolver::dopri5(1e-9, 1e-9)
+        .solve_at(&decay, &times, &[y0])
+        .unwrap();
     assert_eq!(sol.y.len(), times.len());
     for (t, y) in sol.t.iter().zip(&sol.y) {
         assert!((y[0].double_value(&[0]) - (-t).exp()).abs() < 1e-8);
@@ -69,13 +82,18 @@ fn observed_order(method: Method) -> f64 {
         .iter()
         .map(|n| {
             let h = 1.0 / n;
-            let (y, _) = OdeSolver::fixed(method, h).solve(&decay, 0.0, 1.0, &[y0.shallow_clone()]).unwrap();
+            let (y, _) = OdeSolver::fixed(method, h)
+                .solve(&decay, 0.0, 1.0, &[y0.shallow_clone()])
+                .unwrap();
             let err = (y[0].double_value(&[0]) - (-1f64).exp()).abs();
             (h.ln(), err.ln())
         })
         .collect();
     let n = points.len() as f64;
-    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
     let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
     let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
     cov / var
@@ -83,18 +101,32 @@ fn observed_order(method: Method) -> f64 {
 
 #[test]
 fn fixed_step_methods_converge_at_their_order() {
-    for (method, p) in [(Method::Euler, 1.0), (Method::Midpoint, 2.0), (Method::Rk4, 4.0)] {
+    for (method, p) in [
+        (Method::Euler, 1.0),
+        (Method::Midpoint, 2.0),
+        (Method::Rk4, 4.0),
+    ] {
         let slope = observed_order(method);
-        assert!((slope - p).abs() < 0.3, "{method:?}: slope {slope}, order {p}");
+        assert!(
+            (slope - p).abs() < 0.3,
+            "{method:?}: slope {slope}, order {p}"
+        );
     }
 }
 
 #[test]
 fn a_stiff_problem_with_a_small_step_budget_returns_too_many_steps() {
-    let stiff = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> { Ok(vec![(&y[0] - t.cos()) * -1e6]) };
+    let stiff = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> {
+        Ok(vec![(&y[0] - t.cos()) * -1e6])
+    };
     let solver = OdeSolver {
         method: Method::Dopri5,
-        options: SolverOptions { rtol: 1e-6, atol: 1e-6, max_steps: 50, ..Default::default() },
+        options: SolverOptions {
+            rtol: 1e-6,
+            atol: 1e-6,
+            max_steps: 50,
+            ..Default::default()
+        },
     };
     match solver.solve(&stiff, 0.0, 1.0, &[Tensor::zeros([1], F64)]) {
         Err(OdeError::TooManySteps { max_steps: 50, t }) => assert!(t < 1.0),
@@ -107,9 +139,17 @@ fn a_nan_after_half_time_is_reported_near_that_time() {
     let poisoned = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> {
         Ok(vec![if t > 0.5 { &y[0] * f64::NAN } else { -&y[0] }])
     };
-    let solver = OdeSolver { method: Method::Dopri5, options: SolverOptions { max_step: 0.05, ..Default::default() } };
+    let solver = OdeSolver {
+        method: Method::Dopri5,
+        options: SolverOptions {
+            max_step: Some(0.05),
+            ..Default::default()
+        },
+    };
     match solver.solve(&poisoned, 0.0, 1.0, &[Tensor::ones([3], F64)]) {
-        Err(OdeError::NonFinite { t, .. }) => assert!((0.45..=0.5).contains(&t), "reported at t = {t}"),
+        Err(OdeError::NonFinite { t, .. }) => {
+            assert!((0.45..=0.5).contains(&t), "reported at t = {t}")
+        }
         other => panic!("expected NonFinite, got {other:?}"),
     }
 }
@@ -117,13 +157,20 @@ fn a_nan_after_half_time_is_reported_near_that_time() {
 #[test]
 fn step_size_underflow_is_a_typed_error() {
     // A derivative that blows up as t -> 1: the step shrinks until it underflows.
-    let blow_up = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> { Ok(vec![&y[0] * (1.0 / (1.0 - t).powi(3))]) };
+    let blow_up = |t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> {
+        Ok(vec![&y[0] * (1.0 / (1.0 - t).powi(3))])
+    };
     let solver = OdeSolver {
         method: Method::Dopri5,
-        options: SolverOptions { min_step: 1e-6, ..Default::default() },
+        options: SolverOptions {
+            min_step: 1e-6,
+            ..Default::default()
+        },
     };
     match solver.solve(&blow_up, 0.0, 1.0, &[Tensor::ones([1], F64)]) {
-        Err(OdeError::StepSizeUnderflow { t, h }) => assert!(t > 0.9 && h < 1e-6, "t = {t}, h = {h}"),
+        Err(OdeError::StepSizeUnderflow { t, h }) => {
+            assert!(t > 0.9 && h < 1e-6, "t = {t}, h = {h}")
+        }
         Err(OdeError::NonFinite { t, .. }) => assert!(t > 0.9, "t = {t}"),
         other => panic!("expected an underflow, got {other:?}"),
     }
@@ -131,12 +178,21 @@ fn step_size_underflow_is_a_typed_error() {
 
 #[test]
 fn invalid_options_are_rejected() {
-    let bad = OdeSolver { method: Method::Rk4, options: SolverOptions::default() };
-    assert!(matches!(bad.solve(&decay, 0.0, 1.0, &[Tensor::ones([1], F64)]), Err(OdeError::InvalidOptions(_))));
+    let bad = OdeSolver {
+        method: Method::Rk4,
+        options: SolverOptions::default(),
+    };
+    assert!(matches!(
+        bad.solve(&decay, 0.0, 1.0, &[Tensor::ones([1], F64)]),
+        Err(OdeError::InvalidOptions(_))
+    ));
     let bad = OdeSolver::dopri5(-1.0, 1e-3);
     assert!(matches!(bad.validate(), Err(OdeError::InvalidOptions(_))));
     let good = OdeSolver::dopri5(1e-3, 1e-3);
-    assert!(matches!(good.solve_at(&decay, &[0.0, 1.0, 0.5], &[Tensor::ones([1], F64)]), Err(OdeError::InvalidOptions(_))));
+    assert!(matches!(
+        good.solve_at(&decay, &[0.0, 1.0, 0.5], &[Tensor::ones([1], F64)]),
+        Err(OdeError::InvalidOptions(_))
+    ));
 }
 
 #[test]
@@ -144,7 +200,9 @@ fn gradients_flow_through_the_steps() {
     // d/dk of y(1) for y' = -k y, y(0) = 1 is -exp(-k).
     let k = Tensor::from_slice(&[0.7f64]).set_requires_grad(true);
     let rhs = |_t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> { Ok(vec![-(&y[0] * &k)]) };
-    let (y, _) = OdeSolver::dopri5(1e-10, 1e-10).solve(&rhs, 0.0, 1.0, &[Tensor::ones([1], F64)]).unwrap();
+    let (y, _) = OdeSolver::dopri5(1e-10, 1e-10)
+        .solve(&rhs, 0.0, 1.0, &[Tensor::ones([1], F64)])
+        .unwrap();
     y[0].sum(Kind::Double).backward();
     let g = k.grad().double_value(&[0]);
     assert!((g + (-0.7f64).exp()).abs() < 1e-8, "{g}");

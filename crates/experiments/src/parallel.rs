@@ -1,0 +1,221 @@
+//! Data parallelism over the cores of one machine.
+//!
+//! The paper's DW4 and LJ13 batches are too small for libtorch's intra-op threads to pay off (each
+//! op is a few tens of microseconds), so instead a batch is split into contiguous shards solved
+//! concurrently on scoped threads, each running its ops inline (one libtorch thread). Everything
+//! random is drawn on the calling thread before the split and the shards' gradients are summed in
+//! shard order, so a run is reproducible for a given number of workers. Each shard is its own
+//! adaptive solve: the step sizes (and so the last digits of the result) depend on the number of
+//! workers, which is therefore part of a run's configuration.
+
+use crate::data::TensorBatch;
+use crate::error::ExperimentError;
+use crate::model::EnfModel;
+use egnn::Masks;
+use flow::{FlowError, GradientMode, Probes};
+use ode::SolveStats;
+use tch::{Kind, Tensor};
+
+/// A shared reference that may cross threads.
+///
+/// SAFETY of the `Sync` impl: the workers only read the wrapped model's parameters (forward
+/// passes and `autograd.grad` without accumulation into `.grad`), each building its own autograd
+/// graph, which libtorch supports from several threads at once; nothing writes the parameters
+/// until every worker has been joined by `std::thread::scope`.
+struct Shared<'a, T: ?Sized>(&'a T);
+unsafe impl<T: ?Sized> Sync for Shared<'_, T> {}
+
+impl<T: ?Sized> Shared<'_, T> {
+    /// The reference (a method, so that closures capture the whole wrapper, not its field).
+    fn get(&self) -> &T {
+        self.0
+    }
+}
+
+/// Contiguous shards `(start, len)` of `n` rows over at most `workers` workers, sizes differing by
+/// at most one, no empty shard.
+pub fn shard_ranges(n: i64, workers: usize) -> Vec<(i64, i64)> {
+    let k = (workers.max(1) as i64).min(n.max(1));
+    let (base, extra) = (n / k, n % k);
+    let mut start = 0;
+    (0..k)
+        .map(|i| {
+            let len = base + i64::from(i < extra);
+            let range = (start, len);
+            start += len;
+            range
+        })
+        .filter(|&(_, len)| len > 0)
+        .collect()
+}
+
+/// Runs `work` on every shard of `batch` (with its rows of `probes`), concurrently when there is
+/// more than one shard, and returns the shards' results in shard order.
+fn map_shards<R: Send>(
+    batch: &TensorBatch,
+    probes: &Probes,
+    workers: usize,
+    work: impl Fn(TensorBatch, Probes) -> Result<R, ExperimentError> + Sync,
+) -> Result<Vec<R>, ExperimentError> {
+    let ranges = shard_ranges(batch.len(), workers);
+    let shard = |(start, len): (i64, i64)| {
+        let part = TensorBatch {
+            positions: batch.positions.narrow(0, start, len),
+            masks: Masks::from_node_mask(&batch.masks.node.narrow(0, start, len)),
+        };
+        (part, probes.narrow(start, len))
+    };
+    if ranges.len() == 1 {
+        let (part, probes) = shard(ranges[0]);
+        return Ok(vec![work(part, probes)?]);
+    }
+    let work = &work;
+    // libtorch's OpenMP thread count is per thread: a new thread would start a team of one
+    // thread per core (whose idle members spin), so each worker takes the caller's setting.
+    let threads = tch::get_num_threads();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .map(|range| {
+                let (part, probes) = shard(range);
+                scope.spawn(move || {
+                    geometry::flush_denormals();
+                    tch::set_num_threads(threads);
+                    work(part, probes)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| ExperimentError::Model("a worker thread panicked".into()))?
+            })
+            .collect()
+    })
+}
+
+/// The negative log-likelihood of every row of `batch` (`[batch]`, nats), without gradients,
+/// computed on `workers` shards; plus the solver statistics summed over shards.
+///
+/// Errors: [`ExperimentError::Flow`] with `context` when a shard's solve fails.
+pub fn nll_no_grad(
+    model: &EnfModel,
+    batch: &TensorBatch,
+    probes: &Probes,
+    workers: usize,
+    context: &str,
+) -> Result<(Vec<f64>, SolveStats), ExperimentError> {
+    let shared = Shared(model);
+    let results = map_shards(batch, probes, workers, |part, probes| {
+        let model = shared.get();
+        let (logp, stats) = model
+            .flow
+            .log_likelihood_with_probes(&part.positions, &part.masks, probes, GradientMode::NoGrad)
+            .map_err(|source| ExperimentError::Flow {
+                context: context.to_string(),
+                source,
+            })?;
+        let nll = Vec::<f64>::try_from((-logp).to_kind(Kind::Double).to_device(tch::Device::Cpu))?;
+        Ok((nll, stats))
+    })?;
+    let mut all = Vec::with_capacity(batch.len() as usize);
+    let mut total = SolveStats::default();
+    for (nll, stats) in results {
+        all.extend(nll);
+        total += stats;
+    }
+    Ok((all, total))
+}
+
+/// Gradients of the batch's mean NLL with respect to `params` (undefined where a parameter does
+/// not reach the loss), computed on `workers` shards and summed in shard order; plus the summed
+/// NLL (nats) and the shards' mean solver statistics (NFE per solve).
+///
+/// Errors: [`ExperimentError::Flow`] with `context` when a shard's solve fails.
+pub fn nll_gradients(
+    model: &EnfModel,
+    params: &[Tensor],
+    batch: &TensorBatch,
+    probes: &Probes,
+    workers: usize,
+    context: &str,
+) -> Result<(f64, Vec<Option<Tensor>>, f64), ExperimentError> {
+    let n = batch.len() as f64;
+    let shared = Shared(model);
+    let shared_params = Shared(params);
+    let results = map_shards(batch, probes, workers, |part, probes| {
+        let (model, params) = (shared.get(), shared_params.get());
+        let (logp, stats) = model
+            .flow
+            .log_likelihood_with_probes(
+                &part.positions,
+                &part.masks,
+                probes,
+                GradientMode::Backprop,
+            )
+            .map_err(|source| ExperimentError::Flow {
+                context: context.to_string(),
+                source,
+            })?;
+        let nll_sum = -logp.sum(logp.kind());
+        let loss = &nll_sum / n;
+        let grads = Tensor::f_run_backward(&[loss], params, false, false).map_err(|e| {
+            ExperimentError::Flow {
+                context: context.to_string(),
+                source: FlowError::Torch(e),
+            }
+        })?;
+        Ok((nll_sum.double_value(&[]), grads, stats))
+    })?;
+    let shards = results.len() as f64;
+    let mut nll_sum = 0.0;
+    let mut nfe = 0.0;
+    let mut summed: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+    for (shard_nll, grads, stats) in results {
+        nll_sum += shard_nll;
+        nfe += stats.nfe as f64 / shards;
+        for (acc, g) in summed.iter_mut().zip(grads) {
+            if g.defined() {
+                *acc = Some(match acc.take() {
+                    Some(a) => a + g,
+                    None => g,
+                });
+            }
+        }
+    }
+    Ok((nll_sum, summed, nfe))
+}
+
+/// Stores `grads` as the parameters' `.grad` (replacing what was there): the backward pass of
+/// `sum_p <p, g_p>` deposits exactly `g_p`, in any libtorch version.
+pub fn set_gradients(params: &[Tensor], grads: &[Option<Tensor>]) {
+    for p in params {
+        let mut g = p.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    let terms: Vec<Tensor> = params
+        .iter()
+        .zip(grads)
+        .filter_map(|(p, g)| g.as_ref().map(|g| (p * g.detach()).sum(p.kind())))
+        .collect();
+    if !terms.is_empty() {
+        let kind = terms[0].kind();
+        Tensor::stack(&terms, 0).sum(kind).backward();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_cover_the_batch_without_gaps() {
+        assert_eq!(shard_ranges(100, 2), vec![(0, 50), (50, 50)]);
+        assert_eq!(shard_ranges(7, 3), vec![(0, 3), (3, 2), (5, 2)]);
+        assert_eq!(shard_ranges(1, 4), vec![(0, 1)]);
+        assert_eq!(shard_ranges(5, 0), vec![(0, 5)]);
+    }
+}

@@ -1,0 +1,122 @@
+//! The training pipeline end to end on a small DW4 problem: files written, results readable,
+//! configuration errors named, and a diverging run stopped with its last good checkpoint intact.
+
+use datasets::{metropolis, MetropolisConfig, ParticleDataset, Splits, System};
+use experiments::config::RunConfig;
+use experiments::train::{files, train};
+use experiments::{checkpoint, EnfModel, ExperimentError, RunResult};
+
+/// A small DW4 data set: 400 samples, 100 for validation and 100 for test.
+fn small_dw4() -> ParticleDataset {
+    let config = MetropolisConfig {
+        n_chains: 100,
+        n_samples: 400,
+        burn_in: 2_000,
+        thin: 50,
+        proposal_std: 0.5,
+        init_std: 1.5,
+        seed: 3,
+    };
+    let samples = metropolis(&datasets::DoubleWell::dw4(), &config).unwrap();
+    ParticleDataset::from_samples(System::Dw4, samples, Splits::tail(400, 100, 100).unwrap())
+        .unwrap()
+}
+
+fn small_config(epochs: usize) -> RunConfig {
+    let mut c = RunConfig::paper_cell(System::Dw4, 100, 0);
+    c.model.egnn.hidden_nf = 16;
+    c.model.egnn.n_layers = 2;
+    c.training.epochs = epochs;
+    c.training.eval_every = 1;
+    c.training.batch_size = 50;
+    c.training.eval_batch_size = 100;
+    c
+}
+
+#[test]
+fn a_short_run_writes_its_files_and_a_readable_result() {
+    let _rng = geometry::testing::seeded(0);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_dw4();
+    let config = small_config(2);
+    let result = train(&config, &ds, dir.path(), false).unwrap();
+    for f in [
+        files::CONFIG,
+        files::METRICS,
+        files::BEST,
+        files::LAST,
+        files::RESULT,
+    ] {
+        assert!(dir.path().join(f).is_file(), "{f} missing");
+    }
+    let read = RunResult::read(&dir.path().join(files::RESULT)).unwrap();
+    assert_eq!(read, result);
+    assert_eq!(read.train_steps, 4);
+    assert!(read.test.nll.is_finite() && read.validation.nll.is_finite());
+    assert_eq!(read.test.n_samples, 100);
+    let metrics = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
+    assert_eq!(metrics.lines().count(), 2);
+    // The written configuration reads back to the same run.
+    let again = RunConfig::from_file(&dir.path().join(files::CONFIG)).unwrap();
+    assert_eq!(again, config);
+    // The best checkpoint loads into a fresh model.
+    let mut model = EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).unwrap();
+    let meta = checkpoint::load(&mut model.vs, &dir.path().join(files::BEST)).unwrap();
+    assert_eq!(meta["epoch"], result.best_epoch.to_string());
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let text = RunConfig::paper_cell(System::Dw4, 1000, 0).to_toml();
+    let unknown = text.replace("epochs = 300", "epochs = 300\nepoch = 3");
+    let e = RunConfig::from_toml_str(&unknown, "run.toml").unwrap_err();
+    assert!(
+        e.to_string().contains("epoch") && e.to_string().contains("run.toml"),
+        "{e}"
+    );
+    let bad = text.replace("lr = 0.0005", "lr = -1.0");
+    let e = RunConfig::from_toml_str(&bad, "run.toml").unwrap_err();
+    assert!(
+        matches!(&e, ExperimentError::Config { key, .. } if key == "training.lr"),
+        "{e}"
+    );
+    let bad = text.replace("rtol = 0.0001", "rtol = -0.1");
+    let e = RunConfig::from_toml_str(&bad, "run.toml").unwrap_err();
+    assert!(
+        matches!(&e, ExperimentError::Config { key, .. } if key == "solver"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint() {
+    let _rng = geometry::testing::seeded(1);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_dw4();
+    // One sane epoch, then an absurd learning rate in a second run into the same directory.
+    let config = small_config(1);
+    train(&config, &ds, dir.path(), false).unwrap();
+    let good = std::fs::read(dir.path().join(files::BEST)).unwrap();
+    let mut wild = small_config(30);
+    wild.training.lr = 1e4;
+    wild.solver.options.max_steps = 200;
+    let e = train(&wild, &ds, dir.path(), false).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(
+            e,
+            ExperimentError::NonFiniteLoss { .. } | ExperimentError::Flow { .. }
+        ),
+        "unexpected error: {message}"
+    );
+    assert!(
+        message.contains("epoch"),
+        "the error should say where: {message}"
+    );
+    // Whatever was written is complete: the best checkpoint still loads.
+    let best = dir.path().join(files::BEST);
+    let mut model = EnfModel::new(&wild.model, wild.solver.clone(), tch::Device::Cpu).unwrap();
+    checkpoint::load(&mut model.vs, &best).unwrap();
+    assert!(!best.with_extension("safetensors.partial").exists());
+    let _ = good;
+}
