@@ -54,58 +54,21 @@ fn dw4(c: &mut Criterion) {
         );
     }
     restore();
-    let (_, stats) = model
-        .flow
-        .log_likelihood(
-            &batch.positions,
-            &batch.masks,
-            hutchinson,
-            GradientMode::NoGrad,
-        )
-        .unwrap();
-    eprintln!(
-        "DW4 forward solve (Hutchinson, no gradients): {} NFE",
-        stats.nfe
-    );
-    group.bench_function("forward_solve_batch100_hutchinson", |b| {
-        b.iter(|| {
-            model
-                .flow
-                .log_likelihood(
-                    &batch.positions,
-                    &batch.masks,
-                    hutchinson,
-                    GradientMode::NoGrad,
-                )
-                .unwrap()
-        })
-    });
-    let (_, stats) = model
-        .flow
-        .log_likelihood(
-            &batch.positions,
-            &batch.masks,
-            TraceEstimator::Exact,
-            GradientMode::NoGrad,
-        )
-        .unwrap();
-    eprintln!(
-        "DW4 forward solve (exact trace, no gradients): {} NFE",
-        stats.nfe
-    );
-    group.bench_function("forward_solve_batch100_exact", |b| {
-        b.iter(|| {
-            model
-                .flow
-                .log_likelihood(
-                    &batch.positions,
-                    &batch.masks,
-                    TraceEstimator::Exact,
-                    GradientMode::NoGrad,
-                )
-                .unwrap()
-        })
-    });
+    let solve = |trace: TraceEstimator| {
+        model
+            .flow
+            .log_likelihood(&batch.positions, &batch.masks, trace, GradientMode::NoGrad)
+            .unwrap()
+    };
+    for (name, trace) in [("hutchinson", hutchinson), ("exact", TraceEstimator::Exact)] {
+        eprintln!(
+            "DW4 forward solve ({name} trace, no gradients): {} NFE",
+            solve(trace).1.nfe
+        );
+        group.bench_function(format!("forward_solve_batch100_{name}"), |b| {
+            b.iter(|| solve(trace))
+        });
+    }
     group.finish();
 }
 

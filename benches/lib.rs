@@ -28,7 +28,7 @@ pub fn dw4_batch(dataset: &ParticleDataset, n: usize) -> TensorBatch {
 pub fn dw4_model() -> (RunConfig, EnfModel) {
     geometry::flush_denormals();
     tch::set_num_threads(1);
-    let config = RunConfig::paper_cell(System::Dw4, 1000, 0);
+    let config = RunConfig::paper_cell(System::Dw4, 1000, 0).expect("a cell of the paper");
     tch::manual_seed(0);
     let model =
         EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).expect("valid model");

@@ -17,11 +17,11 @@
 //! any integer type for the splits and integer attributes, variable-length ASCII or UTF-8
 //! strings. Everything else that deviates is a typed [`DatasetError`] naming the file and object.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hdf5::types::{TypeDescriptor, VarLenAscii, VarLenUnicode};
 
+use crate::atomic::{finish_atomic, partial_path};
 use crate::error::{DatasetError, Result};
 use crate::mcmc::MetropolisConfig;
 use crate::particles::{ParticleDataset, Source};
@@ -30,13 +30,6 @@ use crate::splits::{SplitName, Splits};
 /// Version of the layout written by [`ParticleDataset::write`]; [`ParticleDataset::read`]
 /// accepts exactly this version.
 pub const FORMAT_VERSION: u64 = 1;
-
-/// `<path>.partial`: where [`ParticleDataset::write`] writes before renaming into place.
-pub fn partial_path(path: &Path) -> PathBuf {
-    let mut s: OsString = path.as_os_str().to_owned();
-    s.push(".partial");
-    PathBuf::from(s)
-}
 
 impl ParticleDataset {
     /// Writes the data set to the HDF5 file `path` atomically: validates, writes
@@ -98,16 +91,7 @@ impl ParticleDataset {
         let system = r.string_attr("system")?;
         let n_particles = r.usize_attr("n_particles")?;
         let n_dims = r.usize_attr("n_dims")?;
-        for (name, v) in [("@n_particles", n_particles), ("@n_dims", n_dims)] {
-            if v == 0 {
-                return Err(DatasetError::InvalidValue {
-                    path: path.to_path_buf(),
-                    object: name.into(),
-                    value: "0".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
+        crate::particles::check_counts(path, n_particles, n_dims)?;
         let source = r.source()?;
 
         let pos = r.dataset(&file, "positions", "/positions")?;
@@ -257,34 +241,6 @@ impl ParticleDataset {
         }
         file.close().map_err(h("closing the file"))
     }
-}
-
-/// Flushes `partial` to disk and renames it to `path`, then syncs the directory (best effort).
-fn finish_atomic(partial: &Path, path: &Path) -> Result<()> {
-    let io = |action: &str, p: &Path| {
-        let action = action.to_string();
-        let p = p.to_path_buf();
-        move |source| DatasetError::Io {
-            path: p,
-            action,
-            source,
-        }
-    };
-    std::fs::File::open(partial)
-        .and_then(|f| f.sync_all())
-        .map_err(io("syncing the partial file", partial))?;
-    std::fs::rename(partial, path).map_err(io("renaming the partial file into place", path))?;
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
 }
 
 /// Attribute writers for one file.

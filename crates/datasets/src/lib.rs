@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod atomic;
 pub mod batch;
 pub mod energy;
 pub mod error;

@@ -206,16 +206,7 @@ impl ParticleDataset {
     /// finite ([`DatasetError::NonFinite`]); every split index `< N`
     /// ([`DatasetError::SplitIndexOutOfRange`]).
     pub fn validate_for(&self, path: &Path) -> Result<()> {
-        for (name, v) in [("@n_particles", self.n_particles), ("@n_dims", self.n_dims)] {
-            if v == 0 {
-                return Err(DatasetError::InvalidValue {
-                    path: path.to_path_buf(),
-                    object: name.into(),
-                    value: "0".into(),
-                    reason: "must be at least 1".into(),
-                });
-            }
-        }
+        check_counts(path, self.n_particles, self.n_dims)?;
         let per = self.n_particles * self.n_dims;
         if self.positions.len() % per != 0 {
             return Err(DatasetError::WrongShape {
@@ -255,4 +246,20 @@ impl ParticleDataset {
         }
         self.splits.validate(n, path)
     }
+}
+
+/// Checks `n_particles >= 1` and `n_dims >= 1`, naming the file and attribute
+/// ([`DatasetError::InvalidValue`] on `@n_particles` / `@n_dims`).
+pub(crate) fn check_counts(path: &Path, n_particles: usize, n_dims: usize) -> Result<()> {
+    for (name, v) in [("@n_particles", n_particles), ("@n_dims", n_dims)] {
+        if v == 0 {
+            return Err(DatasetError::InvalidValue {
+                path: path.to_path_buf(),
+                object: name.into(),
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+    }
+    Ok(())
 }

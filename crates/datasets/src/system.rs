@@ -7,11 +7,15 @@ use crate::energy::{DoubleWell, Energy, LennardJones};
 use crate::error::DatasetError;
 
 /// A named particle system. Its name is what the HDF5 `system` attribute stores.
+/// In configuration files (serde) it is written in lower case: `"dw4"`, `"lj13"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum System {
     /// DW4: 4 particles in 2D under the double-well pair potential ([`DoubleWell::dw4`]).
+    #[serde(alias = "Dw4", alias = "DW4")]
     Dw4,
     /// LJ13: 13 particles in 3D, Lennard-Jones plus harmonic trap ([`LennardJones::lj13`]).
+    #[serde(alias = "Lj13", alias = "LJ13")]
     Lj13,
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 
 use common::small_dataset;
-use datasets::h5::partial_path;
+use datasets::atomic::partial_path;
 use datasets::{DatasetError, MetropolisConfig, ParticleDataset, Source, Splits, FORMAT_VERSION};
 
 fn tmp() -> tempfile::TempDir {

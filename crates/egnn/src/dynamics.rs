@@ -118,6 +118,7 @@ impl Dynamics for EgnnDynamics {
                 })
             }
         }
+        masks.check_fits(x)?;
         let node_input = self.node_input(t, x, h)?;
         let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
         let (h_out, x_out) = self

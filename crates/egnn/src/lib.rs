@@ -2,7 +2,8 @@
 //! continuous normalizing flows (Satorras et al., "E(n) Equivariant Normalizing Flows", 2021).
 //!
 //! Everything is batched and dense over the fully connected graph: positions `[batch, nodes, dims]`,
-//! features `[batch, nodes, nf]`, messages `[batch, nodes, nodes, hidden_nf]`, with node and edge masks
+//! features `[batch, nodes, nf]`, messages `[batch, nodes, nodes - 1, hidden_nf]` (each node's
+//! neighbours, see [`Masks`]), with node and edge masks
 //! for padded batches. Parameters live in a tch `VarStore` under the path the caller gives.
 //!
 //! - [`linear`]: fully connected layers initialised as PyTorch initialises `nn.Linear`.

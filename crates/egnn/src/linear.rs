@@ -46,44 +46,20 @@ impl Linear {
         Linear { weight, bias }
     }
 
-    /// A layer with the given weight initialisation; the bias (if any) uses PyTorch's default.
-    pub fn with_init(
-        path: nn::Path,
-        in_dim: i64,
-        out_dim: i64,
-        weight_init: Init,
-        bias: bool,
-    ) -> Self {
-        let weight = path.var("weight", &[out_dim, in_dim], weight_init);
-        let bias = bias.then(|| {
-            let bound = 1.0 / (in_dim as f64).sqrt();
-            path.var(
-                "bias",
-                &[out_dim],
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )
-        });
-        Linear { weight, bias }
-    }
-
     /// Xavier-uniform weight with the given gain and no bias: uniform on
     /// +-gain * sqrt(6 / (in + out)) (Glorot & Bengio 2010). The EGNN's last coordinate layer uses
     /// gain 0.001 so that the initial flow is close to the identity.
     pub fn xavier_no_bias(path: nn::Path, in_dim: i64, out_dim: i64, gain: f64) -> Self {
         let bound = gain * (6.0 / (in_dim + out_dim) as f64).sqrt();
-        Self::with_init(
-            path,
-            in_dim,
-            out_dim,
+        let weight = path.var(
+            "weight",
+            &[out_dim, in_dim],
             Init::Uniform {
                 lo: -bound,
                 up: bound,
             },
-            false,
-        )
+        );
+        Linear { weight, bias: None }
     }
 }
 

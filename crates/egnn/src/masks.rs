@@ -70,6 +70,21 @@ impl Masks {
         }
     }
 
+    /// Checks that these masks fit positions (or features) `t [batch, nodes, ...]`.
+    ///
+    /// Errors: [`crate::EgnnError::Shape`] naming both shapes.
+    pub fn check_fits(&self, t: &Tensor) -> Result<(), crate::EgnnError> {
+        let (size, node) = (t.size(), self.node.size());
+        if size.len() < 2 || size[..2] != node[..] {
+            return Err(crate::EgnnError::Shape {
+                what: "positions for these masks",
+                expected: format!("[{}, {}, ...] (the node mask's shape)", node[0], node[1]),
+                got: size,
+            });
+        }
+        Ok(())
+    }
+
     /// Number of graphs.
     pub fn batch_size(&self) -> i64 {
         self.node.size()[0]

@@ -2,7 +2,7 @@
 //! string metadata), written atomically.
 
 use crate::error::ExperimentError;
-use crate::fsutil::atomic_write;
+use datasets::atomic::write_atomic as atomic_write;
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use std::collections::HashMap;
 use std::path::Path;
@@ -42,7 +42,8 @@ pub fn save(
             .to_kind(kind)
             .contiguous();
         let mut bytes = vec![0u8; t.numel() * kind.elt_size_in_bytes()];
-        t.f_copy_data_u8(&mut bytes, t.numel())?;
+        t.f_copy_data_u8(&mut bytes, t.numel())
+            .map_err(|e| err(format!("{name}: {e}")))?;
         let shape = t.size().iter().map(|&d| d as usize).collect();
         entries.push((name, dtype, shape, bytes));
     }
@@ -56,7 +57,7 @@ pub fn save(
         .collect::<Result<Vec<_>, _>>()?;
     let bytes =
         safetensors::serialize(views, &Some(metadata.clone())).map_err(|e| err(e.to_string()))?;
-    atomic_write(path, &bytes)
+    Ok(atomic_write(path, &bytes)?)
 }
 
 /// Loads a checkpoint written by [`save`] into `vs`: every variable of `vs` must be present with
@@ -92,7 +93,8 @@ pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, E
             Dtype::F64 => Kind::Double,
             other => return Err(err(format!("{name}: unsupported dtype {other:?}"))),
         };
-        let value = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+        let value = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| err(format!("{name}: {e}")))?;
         staged.push((var, value));
     }
     tch::no_grad(|| {

@@ -137,18 +137,31 @@ pub struct RunConfig {
 
 impl RunConfig {
     /// The paper's E-NF configuration for one cell of Table 1 (FACTS.md section 3).
-    pub fn paper_cell(system: System, n_train: usize, seed: u64) -> Self {
+    ///
+    /// Errors: [`ExperimentError::Config`] (key `data.n_train`) for a size outside the paper's sweep
+    /// (DW4: 100, 1,000, 10,000, 100,000; LJ13: 10, 100, 1,000, 10,000); write a configuration file
+    /// for other sizes.
+    pub fn paper_cell(system: System, n_train: usize, seed: u64) -> Result<Self, ExperimentError> {
         let (epochs, batch_size, eval_every) = match (system, n_train) {
             (System::Dw4, 100) => (1000, 100, 20),
             (System::Dw4, 1_000) => (300, 100, 5),
             (System::Dw4, 10_000) => (50, 100, 1),
-            (System::Dw4, _) => (6, 100, 1),
+            (System::Dw4, 100_000) => (6, 100, 1),
             (System::Lj13, 10) => (500, 10, 10),
             (System::Lj13, 100) => (1000, 100, 25),
             (System::Lj13, 1_000) => (300, 100, 5),
-            (System::Lj13, _) => (50, 100, 1),
+            (System::Lj13, 10_000) => (50, 100, 1),
+            _ => {
+                return Err(ExperimentError::Config {
+                    key: "data.n_train".into(),
+                    message: format!(
+                        "{n_train} is not a training-set size of the paper's {} sweep",
+                        system.name()
+                    ),
+                })
+            }
         };
-        RunConfig {
+        Ok(RunConfig {
             data: DataConfig {
                 system,
                 path: None,
@@ -168,7 +181,7 @@ impl RunConfig {
                 },
                 ..TrainingConfig::default()
             },
-        }
+        })
     }
 
     /// Parses TOML text; `origin` names the source in errors.

@@ -55,6 +55,14 @@ pub enum ExperimentError {
         /// The value.
         value: f64,
     },
+    /// An evaluation gave a NaN or infinite NLL; `context` says which split and samples.
+    #[error("{context}: non-finite NLL {value}")]
+    NonFiniteNll {
+        /// Where it happened.
+        context: String,
+        /// The value.
+        value: f64,
+    },
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -33,7 +33,9 @@ pub struct Evaluation {
 /// batches of `training.eval_batch_size` each split over `training.workers` threads. Hutchinson
 /// probes are drawn once per batch on the calling thread (libtorch's generator).
 ///
-/// Errors: [`ExperimentError::Flow`] (with `context`) when a solve fails.
+/// Errors: [`ExperimentError::Flow`] (with `context`) when a solve fails;
+/// [`ExperimentError::NonFiniteNll`] when a sample's NLL is NaN or infinite (a diverged model);
+/// [`ExperimentError::Config`] for an empty data set.
 pub fn evaluate_nll(
     model: &EnfModel,
     data: &TensorBatch,
@@ -45,6 +47,12 @@ pub fn evaluate_nll(
     let (mut sum, mut sum_sq) = (0.0, 0.0);
     let mut total = ode::SolveStats::default();
     let n = data.len();
+    if n == 0 {
+        return Err(ExperimentError::Config {
+            key: context.to_string(),
+            message: "no samples to evaluate".into(),
+        });
+    }
     let mut first = 0;
     while first < n {
         let len = (training.eval_batch_size as i64).min(n - first);
@@ -53,6 +61,12 @@ pub fn evaluate_nll(
         let probes = trace.probes(&x.size(), &part.masks.node, x.kind(), x.device());
         let context = format!("{context}, samples {first}..{}", first + len);
         let (nll, stats) = nll_no_grad(model, &part, &probes, training.workers, &context)?;
+        if let Some(bad) = nll.iter().find(|v| !v.is_finite()) {
+            return Err(ExperimentError::NonFiniteNll {
+                context,
+                value: *bad,
+            });
+        }
         sum += nll.iter().sum::<f64>();
         sum_sq += nll.iter().map(|v| v * v).sum::<f64>();
         total += stats;

@@ -7,7 +7,6 @@ pub mod config;
 pub mod data;
 pub mod error;
 pub mod evaluate;
-pub mod fsutil;
 pub mod model;
 pub mod parallel;
 pub mod results;

@@ -162,9 +162,9 @@ fn main() -> Result<()> {
                 start.elapsed().as_secs_f64()
             ));
             let out = options.runs_dir.join("table1.md");
-            experiments::fsutil::atomic_write(&out, table.as_bytes())?;
+            datasets::atomic::write_atomic(&out, table.as_bytes())?;
             println!("{table}");
-            eprintln!("written to {}", out.display());
+            tracing::info!("table written to {}", out.display());
         }
         Command::Train {
             config,
@@ -228,7 +228,7 @@ fn main() -> Result<()> {
             )?;
         }
         Command::PrintConfig { system, n_train } => {
-            print!("{}", RunConfig::paper_cell(system, n_train, 0).to_toml());
+            print!("{}", RunConfig::paper_cell(system, n_train, 0)?.to_toml());
         }
     }
     Ok(())

@@ -2,9 +2,10 @@
 //!
 //! The paper's DW4 and LJ13 batches are too small for libtorch's intra-op threads to pay off (each
 //! op is a few tens of microseconds), so instead a batch is split into contiguous shards solved
-//! concurrently on scoped threads, each running its ops inline (one libtorch thread). Everything
+//! concurrently on scoped threads, each running its ops with the caller's libtorch thread count
+//! (`training.threads`, 1 by default, so ops run inline). Everything
 //! random is drawn on the calling thread before the split and the shards' gradients are summed in
-//! shard order, so a run is reproducible for a given number of workers. Each shard is its own
+//! shard order, so a run is reproducible for given `workers` and `threads`. Each shard is its own
 //! adaptive solve: the step sizes (and so the last digits of the result) depend on the number of
 //! workers, which is therefore part of a run's configuration.
 
@@ -16,14 +17,16 @@ use flow::{FlowError, GradientMode, Probes};
 use ode::SolveStats;
 use tch::{Kind, Tensor};
 
-/// A shared reference that may cross threads.
+/// A shared reference to the model or its parameter list that may cross threads.
 ///
-/// SAFETY of the `Sync` impl: the workers only read the wrapped model's parameters (forward
-/// passes and `autograd.grad` without accumulation into `.grad`), each building its own autograd
-/// graph, which libtorch supports from several threads at once; nothing writes the parameters
-/// until every worker has been joined by `std::thread::scope`.
+/// SAFETY of the `Sync` impls (for [`EnfModel`] and `[Tensor]` only): the workers only read the
+/// parameters (forward passes and `autograd.grad` with explicit inputs, which accumulates nothing
+/// into `.grad`) and call no method that mutates a shared tensor (`set_requires_grad`, in-place
+/// ops); each builds its own autograd graph, which libtorch supports from several threads at once;
+/// nothing writes the parameters until every worker has been joined by `std::thread::scope`.
 struct Shared<'a, T: ?Sized>(&'a T);
-unsafe impl<T: ?Sized> Sync for Shared<'_, T> {}
+unsafe impl Sync for Shared<'_, EnfModel> {}
+unsafe impl Sync for Shared<'_, [Tensor]> {}
 
 impl<T: ?Sized> Shared<'_, T> {
     /// The reference (a method, so that closures capture the whole wrapper, not its field).
@@ -55,6 +58,7 @@ fn map_shards<R: Send>(
     batch: &TensorBatch,
     probes: &Probes,
     workers: usize,
+    context: &str,
     work: impl Fn(TensorBatch, Probes) -> Result<R, ExperimentError> + Sync,
 ) -> Result<Vec<R>, ExperimentError> {
     let ranges = shard_ranges(batch.len(), workers);
@@ -85,11 +89,16 @@ fn map_shards<R: Send>(
                 })
             })
             .collect();
-        handles
+        // Join every worker before looking at any result, so that no thread is left running.
+        let joined: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+        joined
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .map_err(|_| ExperimentError::Model("a worker thread panicked".into()))?
+            .map(|r| {
+                r.unwrap_or_else(|_| {
+                    Err(ExperimentError::Model(format!(
+                        "{context}: a worker thread panicked"
+                    )))
+                })
             })
             .collect()
     })
@@ -107,7 +116,7 @@ pub fn nll_no_grad(
     context: &str,
 ) -> Result<(Vec<f64>, SolveStats), ExperimentError> {
     let shared = Shared(model);
-    let results = map_shards(batch, probes, workers, |part, probes| {
+    let results = map_shards(batch, probes, workers, context, |part, probes| {
         let model = shared.get();
         let (logp, stats) = model
             .flow
@@ -144,7 +153,7 @@ pub fn nll_gradients(
     let n = batch.len() as f64;
     let shared = Shared(model);
     let shared_params = Shared(params);
-    let results = map_shards(batch, probes, workers, |part, probes| {
+    let results = map_shards(batch, probes, workers, context, |part, probes| {
         let (model, params) = (shared.get(), shared_params.get());
         let (logp, stats) = model
             .flow
@@ -189,7 +198,9 @@ pub fn nll_gradients(
 
 /// Stores `grads` as the parameters' `.grad` (replacing what was there): the backward pass of
 /// `sum_p <p, g_p>` deposits exactly `g_p`, in any libtorch version.
-pub fn set_gradients(params: &[Tensor], grads: &[Option<Tensor>]) {
+///
+/// Errors: [`ExperimentError::Torch`] if libtorch's backward pass fails.
+pub fn set_gradients(params: &[Tensor], grads: &[Option<Tensor>]) -> Result<(), ExperimentError> {
     for p in params {
         let mut g = p.grad();
         if g.defined() {
@@ -201,10 +212,10 @@ pub fn set_gradients(params: &[Tensor], grads: &[Option<Tensor>]) {
         .zip(grads)
         .filter_map(|(p, g)| g.as_ref().map(|g| (p * g.detach()).sum(p.kind())))
         .collect();
-    if !terms.is_empty() {
-        let kind = terms[0].kind();
-        Tensor::stack(&terms, 0).sum(kind).backward();
+    if let Some(first) = terms.first() {
+        Tensor::stack(&terms, 0).sum(first.kind()).f_backward()?;
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use crate::config::RunConfig;
 use crate::error::ExperimentError;
 use crate::evaluate::Evaluation;
-use crate::fsutil::atomic_write;
+use datasets::atomic::write_atomic as atomic_write;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -60,7 +60,7 @@ impl RunResult {
             key: "result".into(),
             message: e.to_string(),
         })?;
-        atomic_write(path, text.as_bytes())
+        Ok(atomic_write(path, text.as_bytes())?)
     }
 
     /// Reads a result written by [`RunResult::write`].

@@ -102,7 +102,8 @@ impl Cell {
 pub const MARKDOWN_HEADER: &str = "| method | system | training samples | test NLL (ours, nats) | paper | seeds | epochs | NFE/step | wall time |\n|---|---|---|---|---|---|---|---|---|";
 
 /// Runs (or reuses finished runs of) every selected cell and seed and returns the cells.
-/// A run directory with a `result.json` of the same configuration is not run again.
+/// A run directory with a `result.json` of the same configuration is not run again; one with a
+/// `result.json` of another configuration is an error, never overwritten.
 ///
 /// Errors: data generation, training and I/O errors.
 pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> {
@@ -120,24 +121,38 @@ pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> 
                 runs: Vec::new(),
             };
             for &seed in &options.seeds {
-                let mut config = RunConfig::paper_cell(system, n_train, seed);
+                let mut config = RunConfig::paper_cell(system, n_train, seed)?;
                 config.data.path = Some(data_path.clone());
                 if let Some(epochs) = options.epochs {
                     config.training.epochs = epochs;
                     config.training.eval_every = config.training.eval_every.min(epochs);
                 }
                 let run_dir = run_dir(&options.runs_dir, system, n_train, seed);
-                let result = match RunResult::read(&run_dir.join(files::RESULT)) {
-                    Ok(done) if done.config == config => {
-                        eprintln!("reusing finished run {}", run_dir.display());
+                let result_path = run_dir.join(files::RESULT);
+                let result = match result_path.exists() {
+                    true => {
+                        // A finished run is never overwritten: reuse it, or say why not.
+                        let done = RunResult::read(&result_path)?;
+                        if done.config != config {
+                            return Err(ExperimentError::Config {
+                                key: result_path.display().to_string(),
+                                message: "holds a finished run with another configuration; move it away or choose another --runs-dir".into(),
+                            });
+                        }
+                        tracing::info!("reusing finished run {}", run_dir.display());
                         done
                     }
-                    _ => {
-                        eprintln!("training E-NF on {} with {n_train} samples, seed {seed}, {} epochs -> {}", system.name(), config.training.epochs, run_dir.display());
+                    false => {
+                        tracing::info!(
+                            "training E-NF on {} with {n_train} samples, seed {seed}, {} epochs -> {}",
+                            system.name(),
+                            config.training.epochs,
+                            run_dir.display()
+                        );
                         train(&config, &dataset, &run_dir, options.progress)?
                     }
                 };
-                eprintln!("{}", result.summary());
+                tracing::info!("{}", result.summary());
                 cell.runs.push(result);
             }
             cells.push(cell);

@@ -3,18 +3,19 @@
 //!
 //! A run directory holds `config.toml`, `metrics.jsonl` (one line per epoch), `best.safetensors`
 //! (best validation so far), `last.safetensors` (end of the last epoch) and, once finished,
-//! `result.json`. Every file is written atomically, so an interrupted or failed run leaves the
-//! last good checkpoint and metrics intact.
+//! `result.json`. Checkpoints, the configuration and the result are written atomically and
+//! `metrics.jsonl` is appended one complete line per epoch, so an interrupted or failed run leaves
+//! the last good checkpoint and every finished epoch's metrics intact.
 
 use crate::checkpoint;
 use crate::config::RunConfig;
 use crate::data::TensorBatch;
 use crate::error::ExperimentError;
 use crate::evaluate::{evaluate_nll, Evaluation};
-use crate::fsutil::atomic_write;
 use crate::model::EnfModel;
 use crate::parallel;
 use crate::results::{EpochMetrics, RunResult};
+use datasets::atomic::write_atomic as atomic_write;
 use datasets::{MiniBatches, ParticleDataset, SplitName};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
@@ -65,7 +66,7 @@ pub fn train_step(
         return Err(ExperimentError::NonFiniteLoss { epoch, step, value });
     }
     opt.zero_grad();
-    parallel::set_gradients(&params, &grads);
+    parallel::set_gradients(&params, &grads)?;
     opt.step();
     Ok((value, nfe))
 }
@@ -170,14 +171,19 @@ pub fn train(
                 checkpoint::save(&model.vs, &meta, &run_dir.join(files::BEST))?;
                 best = Some((epoch, eval));
             }
-            bar.println(format!(
-                "epoch {epoch}: train NLL {:.4}, validation NLL {:.4} +- {:.4} ({:.1} s, {} NFE)",
+            let line = format!(
+                "epoch {epoch}: train NLL {:.4} ({:.1} NFE/step), validation NLL {:.4} +- {:.4} ({:.1} s)",
                 epoch_nll / steps_per_epoch as f64,
+                epoch_nfe / steps_per_epoch as f64,
                 eval.nll,
                 eval.nll_std_err,
                 eval.seconds,
-                eval.nfe
-            ));
+            );
+            if show_progress {
+                bar.println(line);
+            } else {
+                tracing::info!("{line}");
+            }
             Some(eval)
         } else {
             None

@@ -41,14 +41,19 @@ pub struct Cnf<D> {
     pub prior: CentredGaussian,
 }
 
+/// How a solve computes the trace, with what it needs prepared once per solve.
+enum TraceWork {
+    /// Hutchinson's estimator with its probes `[batch, nodes, dims]`.
+    Hutchinson(Tensor),
+    /// The exact trace, with the masks of the batch replicated nodes x dims times.
+    Exact(Masks),
+}
+
 /// The augmented right-hand side `[x, log det] -> [v, tr(dv/dx)]`.
 struct DensityRhs<'a, D> {
     dynamics: &'a D,
     masks: &'a Masks,
-    /// Masks of the replicated batch, for the exact trace.
-    masks_rep: Option<Masks>,
-    /// Hutchinson probes (fixed for the whole solve), or the exact trace.
-    probes: Probes,
+    trace: TraceWork,
     create_graph: bool,
 }
 
@@ -62,22 +67,19 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             } else {
                 x.detach().set_requires_grad(true)
             };
-            let (v, tr) = match (&self.probes, &self.masks_rep) {
-                (Probes::Hutchinson(eps), _) => {
+            let (v, tr) = match &self.trace {
+                TraceWork::Hutchinson(eps) => {
                     let v = self.dynamics.velocity(t, &x_in, None, self.masks)?.x;
                     let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
                     (v, tr)
                 }
-                (Probes::Exact, Some(masks_rep)) => {
+                TraceWork::Exact(masks_rep) => {
                     let size = x.size();
                     let d = size[1] * size[2];
                     let x_rep = x_in.repeat([d, 1, 1]);
                     let v_rep = self.dynamics.velocity(t, &x_rep, None, masks_rep)?.x;
                     let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
                     (v_rep.narrow(0, 0, size[0]), tr)
-                }
-                (Probes::Exact, None) => {
-                    unreachable!("replicated masks are prepared with exact probes")
                 }
             };
             Ok(if self.create_graph {
@@ -158,23 +160,25 @@ impl<D: Dynamics> Cnf<D> {
         mode: GradientMode,
     ) -> Result<Encoded, FlowError> {
         expect_positions(x)?;
-        if let Probes::Hutchinson(eps) = &probes {
-            if eps.size() != x.size() {
+        masks.check_fits(x)?;
+        let size = x.size();
+        let trace = match probes {
+            Probes::Hutchinson(eps) if eps.size() != size => {
                 return Err(FlowError::Shape {
                     what: "Hutchinson probes",
-                    expected: format!("{:?}", x.size()),
+                    expected: format!("{size:?}"),
                     got: eps.size(),
-                });
+                })
             }
-        }
+            Probes::Hutchinson(eps) => TraceWork::Hutchinson(eps),
+            Probes::Exact => TraceWork::Exact(masks.repeat(size[1] * size[2])),
+        };
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let x = geometry::centre(x, node_mask)?;
-        let size = x.size();
         let rhs = DensityRhs {
             dynamics: &self.dynamics,
             masks,
-            masks_rep: matches!(probes, Probes::Exact).then(|| masks.repeat(size[1] * size[2])),
-            probes,
+            trace,
             create_graph: mode == GradientMode::Backprop,
         };
         let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));

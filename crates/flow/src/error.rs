@@ -27,6 +27,20 @@ pub enum FlowError {
     Torch(#[from] tch::TchError),
 }
 
+/// Checks that `node_mask` is `[batch, nodes]` for `t [batch, nodes, ...]`.
+pub(crate) fn expect_mask(t: &tch::Tensor, node_mask: &tch::Tensor) -> Result<(), FlowError> {
+    let (size, mask) = (t.size(), node_mask.size());
+    if mask.len() == 2 && size.len() >= 2 && size[..2] == mask[..] {
+        Ok(())
+    } else {
+        Err(FlowError::Shape {
+            what: "node mask",
+            expected: format!("the first two dimensions of {size:?}"),
+            got: mask,
+        })
+    }
+}
+
 pub(crate) fn expect_positions(x: &tch::Tensor) -> Result<(), FlowError> {
     if x.dim() == 3 {
         Ok(())

@@ -1,6 +1,6 @@
 //! Base densities of the flow (FACTS.md section 1, "Prior"; Satorras et al. 2021, section 4).
 
-use crate::error::{expect_positions, FlowError};
+use crate::error::{expect_mask, expect_positions, FlowError};
 use tch::{Device, Kind, Tensor};
 
 const LOG_2PI: f64 = 1.837_877_066_409_345_5; // ln(2 pi)
@@ -22,9 +22,10 @@ impl CentredGaussian {
     /// nodes]` (padded nodes must be zero). The positions are assumed centred; they are not
     /// re-centred here, so a caller's mistake shows up as a lower density rather than being hidden.
     ///
-    /// Errors: [`FlowError::Shape`] if `z` is not rank 3.
+    /// Errors: [`FlowError::Shape`] if `z` is not rank 3 or the mask is not `[batch, nodes]`.
     pub fn log_prob(&self, z: &Tensor, node_mask: &Tensor) -> Result<Tensor, FlowError> {
         expect_positions(z)?;
+        expect_mask(z, node_mask)?;
         let n_dims = z.size()[2] as f64;
         let sq = z.square().sum_dim_intlist(&[1i64, 2][..], false, z.kind());
         let dof = (real_nodes(node_mask, z.kind()) - 1.0) * n_dims;
@@ -42,6 +43,13 @@ impl CentredGaussian {
         device: Device,
     ) -> Result<Tensor, FlowError> {
         let size = node_mask.size();
+        if size.len() != 2 {
+            return Err(FlowError::Shape {
+                what: "node mask",
+                expected: "[batch, nodes]".into(),
+                got: size,
+            });
+        }
         let eps = Tensor::randn([size[0], size[1], n_dims], (kind, device));
         Ok(geometry::centre(&eps, Some(&node_mask.to_kind(kind)))?)
     }
@@ -53,10 +61,14 @@ pub struct StandardGaussian;
 
 impl StandardGaussian {
     /// Log-density `[batch]` of `h [batch, nodes, nf]` (padded nodes must be zero).
-    pub fn log_prob(&self, h: &Tensor, node_mask: &Tensor) -> Tensor {
+    ///
+    /// Errors: [`FlowError::Shape`] if `h` is not rank 3 or the mask is not `[batch, nodes]`.
+    pub fn log_prob(&self, h: &Tensor, node_mask: &Tensor) -> Result<Tensor, FlowError> {
+        expect_positions(h)?;
+        expect_mask(h, node_mask)?;
         let nf = h.size()[2] as f64;
         let sq = h.square().sum_dim_intlist(&[1i64, 2][..], false, h.kind());
-        sq * -0.5 - real_nodes(node_mask, h.kind()) * (0.5 * nf * LOG_2PI)
+        Ok(sq * -0.5 - real_nodes(node_mask, h.kind()) * (0.5 * nf * LOG_2PI))
     }
 
     /// Draws `[batch, nodes, nf]` with padded nodes zero.

@@ -10,6 +10,7 @@
 //! Positions live on the zero-centre-of-mass subspace and the velocity is translation invariant and
 //! centred, so the trace over all nodes * dims entries equals the trace on the subspace.
 
+use crate::error::FlowError;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -101,12 +102,21 @@ fn grad_or_zeros(g: Tensor, like: &Tensor) -> Tensor {
 /// Hutchinson's estimate `[batch]` of `tr(dv/dx)` for `v [batch, nodes, dims]` computed from `x`
 /// (which must require gradients) with probe `eps` of `x`'s shape. With `create_graph` the estimate
 /// is differentiable (for training).
+///
+/// Errors: [`FlowError::Shape`] unless `v`, `x` and `eps` share one rank-3 shape; libtorch's errors.
 pub fn hutchinson(
     v: &Tensor,
     x: &Tensor,
     eps: &Tensor,
     create_graph: bool,
-) -> Result<Tensor, tch::TchError> {
+) -> Result<Tensor, FlowError> {
+    if v.size() != x.size() || eps.size() != x.size() || x.dim() != 3 {
+        return Err(FlowError::Shape {
+            what: "velocity, positions and probes",
+            expected: format!("{:?} for all three", x.size()),
+            got: v.size(),
+        });
+    }
     let vjp = Tensor::f_run_backward(&[(v * eps).sum(v.kind())], &[x], create_graph, create_graph)?;
     let vjp = grad_or_zeros(vjp.into_iter().next().unwrap_or_else(Tensor::new), x);
     Ok((vjp * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind()))
@@ -119,12 +129,21 @@ pub fn unit_probes(d: i64, kind: Kind, device: tch::Device) -> Tensor {
 
 /// Exact trace `[batch]` from the replicated evaluation: `v_rep [D * batch, nodes, dims]` computed
 /// from `x_rep [D * batch, nodes, dims]` (copy k = rows `k * batch .. (k + 1) * batch`).
+///
+/// Errors: [`FlowError::Shape`] unless both are `[D * batch, nodes, dims]`; libtorch's errors.
 pub fn exact_from_replicas(
     v_rep: &Tensor,
     x_rep: &Tensor,
     create_graph: bool,
-) -> Result<Tensor, tch::TchError> {
+) -> Result<Tensor, FlowError> {
     let size = v_rep.size();
+    if size != x_rep.size() || size.len() != 3 || size[0] % (size[1] * size[2]).max(1) != 0 {
+        return Err(FlowError::Shape {
+            what: "replicated velocity and positions",
+            expected: "[nodes * dims * batch, nodes, dims], the same for both".into(),
+            got: size,
+        });
+    }
     let d = size[1] * size[2];
     let batch = size[0] / d;
     let probes = unit_probes(d, v_rep.kind(), v_rep.device());

@@ -211,3 +211,93 @@ fn coincident_particles_give_finite_dynamics_traces_and_gradients() {
         }
     }
 }
+
+/// v(x) = a * centre(x): z = e^a x, and tr(dv/dx) = a (M - 1) n over the M real nodes.
+struct LinearDynamics {
+    a: f64,
+}
+
+impl Dynamics for LinearDynamics {
+    fn velocity(
+        &self,
+        _t: f64,
+        x: &Tensor,
+        _h: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<egnn::Velocity, egnn::EgnnError> {
+        Ok(egnn::Velocity {
+            x: geometry::centre(x, Some(&masks.node))? * self.a,
+            h: None,
+        })
+    }
+}
+
+#[test]
+fn log_likelihood_of_a_linear_flow_matches_the_closed_form_with_padding() {
+    let _rng = geometry::testing::seeded(0);
+    let a = 0.7;
+    // Two graphs of up to 5 particles in 3D; the second has 4 real particles.
+    let mask = Tensor::from_slice(&[1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+        .to_kind(Kind::Double)
+        .view([2, 5]);
+    let x = geometry::centre(&Tensor::randn([2, 5, 3], F64), Some(&mask)).unwrap();
+    let masks = Masks::from_node_mask(&mask);
+    let cnf = Cnf::new(LinearDynamics { a }, OdeSolver::dopri5(1e-10, 1e-10));
+    let (log_p, _) = cnf
+        .log_likelihood(&x, &masks, TraceEstimator::Exact, GradientMode::NoGrad)
+        .unwrap();
+    let log_2pi = (2.0 * std::f64::consts::PI).ln();
+    for (b, m) in [(0i64, 5.0f64), (1, 4.0)] {
+        let z = x.get(b) * a.exp();
+        let dof = (m - 1.0) * 3.0;
+        let expected =
+            -0.5 * z.square().sum(Kind::Double).double_value(&[]) - 0.5 * dof * log_2pi + a * dof;
+        let got = log_p.double_value(&[b]);
+        assert!(
+            (got - expected).abs() < 1e-7,
+            "graph {b}: {got} vs closed form {expected}"
+        );
+    }
+}
+
+#[test]
+fn a_padded_node_changes_neither_the_real_nodes_velocity_nor_the_likelihood() {
+    let _rng = geometry::testing::seeded(0);
+    let (_vs, cnf) = flow(13, 0.15, 1e-8);
+    let x4 = dw4_batch(1, 14);
+    // The same graph with a fifth, padded node at an arbitrary position.
+    let x5 = Tensor::cat(&[&x4, &Tensor::full([1, 1, 2], 7.5, F64)], 1);
+    let masks4 = Masks::full(1, 4, Kind::Double, Device::Cpu);
+    let masks5 = Masks::from_node_mask(
+        &Tensor::from_slice(&[1.0, 1.0, 1.0, 1.0, 0.0])
+            .to_kind(Kind::Double)
+            .view([1, 5]),
+    );
+    let v4 = cnf.dynamics.velocity(0.4, &x4, None, &masks4).unwrap().x;
+    let v5 = cnf.dynamics.velocity(0.4, &x5, None, &masks5).unwrap().x;
+    assert!((v5.narrow(1, 0, 4) - &v4).abs().max().double_value(&[]) < 1e-12);
+    assert_eq!(v5.narrow(1, 4, 1).abs().max().double_value(&[]), 0.0);
+    let lp = |x: &Tensor, m: &Masks| {
+        cnf.log_likelihood(x, m, TraceEstimator::Exact, GradientMode::NoGrad)
+            .unwrap()
+            .0
+            .double_value(&[0])
+    };
+    let (a, b) = (lp(&x4, &masks4), lp(&x5, &masks5));
+    assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+}
+
+#[test]
+fn masks_that_do_not_fit_the_positions_are_a_typed_error() {
+    let _rng = geometry::testing::seeded(0);
+    let (_vs, cnf) = flow(15, 0.15, 1e-4);
+    let x = dw4_batch(3, 16);
+    let masks = Masks::full(2, 4, Kind::Double, Device::Cpu);
+    let e = cnf
+        .log_likelihood(&x, &masks, TraceEstimator::Exact, GradientMode::NoGrad)
+        .unwrap_err();
+    assert!(
+        matches!(e, flow::FlowError::Dynamics(egnn::EgnnError::Shape { .. })),
+        "{e}"
+    );
+}

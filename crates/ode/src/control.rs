@@ -50,10 +50,13 @@ impl ErrorNorm {
             ErrorNorm::MixedRms => parts
                 .iter()
                 .map(|(s, n)| (s / (*n).max(1) as f64).sqrt())
-                .fold(
-                    0.0,
-                    |a: f64, b| if b.is_nan() { f64::NAN } else { a.max(b) },
-                ),
+                .fold(0.0, |a: f64, b| {
+                    if a.is_nan() || b.is_nan() {
+                        f64::NAN
+                    } else {
+                        a.max(b)
+                    }
+                }),
         }
     }
 }
@@ -145,5 +148,12 @@ mod tests {
         let v = [a, b];
         assert!((ErrorNorm::MixedRms.norm(&v) - (12.5f64).sqrt()).abs() < 1e-12);
         assert!((ErrorNorm::Rms.norm(&v) - (25.0f64 / 6.0).sqrt()).abs() < 1e-12);
+        // A NaN in any component makes the norm NaN, whatever the order of the components.
+        let nan = || Tensor::from_slice(&[f64::NAN]);
+        let one = || Tensor::from_slice(&[1.0f64]);
+        for v in [[nan(), one()], [one(), nan()]] {
+            assert!(ErrorNorm::MixedRms.norm(&v).is_nan());
+            assert!(ErrorNorm::Rms.norm(&v).is_nan());
+        }
     }
 }

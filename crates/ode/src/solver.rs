@@ -19,9 +19,9 @@ use tch::Tensor;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SolverOptions {
-    /// Relative tolerance (adaptive methods).
+    /// Relative tolerance (adaptive methods), >= 0.
     pub rtol: f64,
-    /// Absolute tolerance (adaptive methods).
+    /// Absolute tolerance (adaptive methods), > 0.
     pub atol: f64,
     /// How the scaled error of a multi-tensor state is reduced to one number.
     pub norm: ErrorNorm,
@@ -165,16 +165,17 @@ impl OdeSolver {
         let o = &self.options;
         let bad = |s: String| Err(OdeError::InvalidOptions(s));
         if self.method.tableau().is_adaptive() {
-            if !(o.rtol >= 0.0
-                && o.atol >= 0.0
-                && o.rtol + o.atol > 0.0
-                && o.rtol.is_finite()
-                && o.atol.is_finite())
-            {
+            // atol > 0: entries that are exactly zero in both states (padding) would divide 0 by 0.
+            if !(o.rtol >= 0.0 && o.atol > 0.0 && o.rtol.is_finite() && o.atol.is_finite()) {
                 return bad(format!(
-                    "rtol = {}, atol = {}: both >= 0, finite, not both 0",
+                    "rtol = {}, atol = {}: rtol >= 0 and atol > 0, both finite",
                     o.rtol, o.atol
                 ));
+            }
+            if let Some(h0) = o.first_step {
+                if !(h0 > 0.0 && h0.is_finite()) {
+                    return bad(format!("first_step = {h0} must be positive and finite"));
+                }
             }
         } else if !o.step_size.is_some_and(|h| h > 0.0 && h.is_finite()) {
             return bad(format!(
@@ -255,6 +256,7 @@ impl OdeSolver {
 
         let mut f = rhs.eval(t, &y)?;
         stats.nfe += 1;
+        crate::stepper::check_components(&f, &y, t)?;
         if !all_finite(&f) {
             return Err(OdeError::NonFinite {
                 what: "derivative",
@@ -348,7 +350,9 @@ impl OdeSolver {
                         Some(f_new) => f_new,
                         None => {
                             stats.nfe += 1;
-                            rhs.eval(t, &y)?
+                            let f = rhs.eval(t, &y)?;
+                            crate::stepper::check_components(&f, &y, t)?;
+                            f
                         }
                     };
                 } else {

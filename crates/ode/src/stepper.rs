@@ -19,6 +19,27 @@ pub struct Step {
     pub nfe: usize,
 }
 
+/// Checks that a right-hand side returned one derivative per state component, each of its
+/// component's shape.
+///
+/// Errors: [`OdeError::Rhs`] at time `t` describing the mismatch.
+pub fn check_components(f: &[Tensor], y: &[Tensor], t: f64) -> Result<(), OdeError> {
+    let mismatch = f.len() != y.len() || f.iter().zip(y).any(|(a, b)| a.size() != b.size());
+    if mismatch {
+        let shapes = |v: &[Tensor]| v.iter().map(|t| t.size()).collect::<Vec<_>>();
+        let message = format!(
+            "derivative shapes {:?} do not match state shapes {:?}",
+            shapes(f),
+            shapes(y)
+        );
+        return Err(OdeError::rhs(
+            t,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, message),
+        ));
+    }
+    Ok(())
+}
+
 /// Takes one step of `tableau` from `(t, y)` with step `h` (negative to integrate backwards), given
 /// `k1 = f(t, y)`.
 ///
@@ -42,7 +63,10 @@ pub fn rk_step(
             .map(|(a, kj)| (h * a, kj.as_slice()))
             .collect();
         let yi = add_combination(y, &terms);
-        k.push(rhs.eval(t + tableau.c[i] * h, &yi)?);
+        let ti = t + tableau.c[i] * h;
+        let ki = rhs.eval(ti, &yi)?;
+        check_components(&ki, y, ti)?;
+        k.push(ki);
         last_input = Some(yi);
     }
     let y_new = match (tableau.fsal, last_input) {

@@ -188,6 +188,17 @@ fn invalid_options_are_rejected() {
     ));
     let bad = OdeSolver::dopri5(-1.0, 1e-3);
     assert!(matches!(bad.validate(), Err(OdeError::InvalidOptions(_))));
+    let no_atol = OdeSolver::dopri5(1e-3, 0.0);
+    assert!(matches!(
+        no_atol.validate(),
+        Err(OdeError::InvalidOptions(_))
+    ));
+    let mut bad_first = OdeSolver::dopri5(1e-3, 1e-3);
+    bad_first.options.first_step = Some(f64::NAN);
+    assert!(matches!(
+        bad_first.validate(),
+        Err(OdeError::InvalidOptions(_))
+    ));
     let good = OdeSolver::dopri5(1e-3, 1e-3);
     assert!(matches!(
         good.solve_at(&decay, &[0.0, 1.0, 0.5], &[Tensor::ones([1], F64)]),
@@ -206,4 +217,50 @@ fn gradients_flow_through_the_steps() {
     y[0].sum(Kind::Double).backward();
     let g = k.grad().double_value(&[0]);
     assert!((g + (-0.7f64).exp()).abs() < 1e-8, "{g}");
+}
+
+#[test]
+fn a_right_hand_side_of_the_wrong_shape_is_a_typed_error() {
+    let wrong = |_t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> {
+        Ok(vec![y[0].shallow_clone(), y[0].shallow_clone()])
+    };
+    let e = OdeSolver::dopri5(1e-4, 1e-4)
+        .solve(&wrong, 0.0, 1.0, &[Tensor::ones([2], F64)])
+        .unwrap_err();
+    assert!(matches!(e, OdeError::Rhs { .. }), "{e}");
+    assert!(e.to_string().contains("shapes"), "{e}");
+}
+
+#[test]
+fn dopri5_and_bosh3_satisfy_their_order_conditions() {
+    // Quadrature conditions sum_i b_i c_i^k = 1/(k+1) for k < p, and sum_ij b_i a_ij c_j = 1/6
+    // (order >= 3), for the solution weights b (order p) and the embedded weights b - b_error
+    // (order p - 1).
+    for m in [Method::Bosh3, Method::Dopri5] {
+        let tab = m.tableau();
+        let embedded: Vec<f64> = tab
+            .b
+            .iter()
+            .zip(tab.b_error.unwrap())
+            .map(|(b, e)| b - e)
+            .collect();
+        for (weights, order) in [(tab.b.to_vec(), tab.order), (embedded, tab.order - 1)] {
+            for k in 0..order as i32 {
+                let q: f64 = weights.iter().zip(tab.c).map(|(b, c)| b * c.powi(k)).sum();
+                assert!(
+                    (q - 1.0 / (k as f64 + 1.0)).abs() < 1e-12,
+                    "{}: order {order}, k = {k}: {q}",
+                    tab.name
+                );
+            }
+            if order >= 3 {
+                let third: f64 = (0..tab.stages())
+                    .map(|i| {
+                        weights[i] * tab.a[i].iter().zip(tab.c).map(|(a, c)| a * c).sum::<f64>()
+                    })
+                    .sum();
+                assert!((third - 1.0 / 6.0).abs() < 1e-12, "{}: {third}", tab.name);
+            }
+        }
+    }
 }
