@@ -74,8 +74,13 @@ impl Cell {
     }
 
     /// A markdown table row: method, system, samples, ours, paper, seeds, epochs, NFE, wall time.
+    /// The NLL column is the mean ± standard deviation over seeds, or for a single seed its test
+    /// NLL ± the standard error over the test samples.
     pub fn markdown_row(&self) -> String {
-        let (mean, std) = self.mean_std();
+        let (mean, std) = match self.runs.as_slice() {
+            [one] => (one.test.nll, one.test.nll_std_err),
+            _ => self.mean_std(),
+        };
         let paper = paper_nll(&self.method, self.system, self.n_train)
             .map_or("-".into(), |p| format!("{p:.2}"));
         let epochs = self.runs.first().map_or(0, |r| r.config.training.epochs);
@@ -98,7 +103,8 @@ impl Cell {
     }
 }
 
-/// Header of the markdown table printed by [`reproduce`].
+/// Header of the markdown table printed by [`reproduce`] (± is the standard deviation over seeds,
+/// or the standard error over the test samples for a single seed).
 pub const MARKDOWN_HEADER: &str = "| method | system | training samples | test NLL (ours, nats) | paper | seeds | epochs | NFE/step | wall time |\n|---|---|---|---|---|---|---|---|---|";
 
 /// Runs (or reuses finished runs of) every selected cell and seed and returns the cells.

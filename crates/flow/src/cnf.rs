@@ -237,6 +237,7 @@ impl<D: Dynamics> Cnf<D> {
         mode: GradientMode,
     ) -> Result<(Tensor, SolveStats), FlowError> {
         expect_positions(z)?;
+        masks.check_fits(z)?;
         let rhs = VelocityRhs {
             dynamics: &self.dynamics,
             masks,
