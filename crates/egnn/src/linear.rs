@@ -25,25 +25,10 @@ impl Linear {
     /// of fan-in `fan_in` would be (uniform on +-1/sqrt(fan_in)), with or without the bias.
     pub fn with_fan_in(path: nn::Path, in_dim: i64, out_dim: i64, fan_in: i64, bias: bool) -> Self {
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = path.var(
-            "weight",
-            &[out_dim, in_dim],
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
-        let bias = bias.then(|| {
-            path.var(
-                "bias",
-                &[out_dim],
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            )
-        });
-        Linear { weight, bias }
+        Linear {
+            weight: uniform(&path, "weight", &[out_dim, in_dim], bound),
+            bias: bias.then(|| uniform(&path, "bias", &[out_dim], bound)),
+        }
     }
 
     /// Xavier-uniform weight with the given gain and no bias: uniform on
@@ -51,16 +36,23 @@ impl Linear {
     /// gain 0.001 so that the initial flow is close to the identity.
     pub fn xavier_no_bias(path: nn::Path, in_dim: i64, out_dim: i64, gain: f64) -> Self {
         let bound = gain * (6.0 / (in_dim + out_dim) as f64).sqrt();
-        let weight = path.var(
-            "weight",
-            &[out_dim, in_dim],
-            Init::Uniform {
-                lo: -bound,
-                up: bound,
-            },
-        );
-        Linear { weight, bias: None }
+        Linear {
+            weight: uniform(&path, "weight", &[out_dim, in_dim], bound),
+            bias: None,
+        }
     }
+}
+
+/// A variable `<path>.<name>` of `shape` drawn uniformly on +-`bound`.
+fn uniform(path: &nn::Path, name: &str, shape: &[i64], bound: f64) -> Tensor {
+    path.var(
+        name,
+        shape,
+        Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )
 }
 
 impl Module for Linear {

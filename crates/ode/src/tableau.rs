@@ -166,6 +166,17 @@ pub const BOSH3: ButcherTableau = ButcherTableau {
 
 /// Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comp. Appl. Math. 6(1);
 /// coefficients as in Hairer, Norsett & Wanner, "Solving ODEs I", table II.5.2.
+/// dopri5's fifth-order weights; FSAL: they are also the last row of its A.
+const DOPRI5_B: [f64; 7] = [
+    35.0 / 384.0,
+    0.0,
+    500.0 / 1113.0,
+    125.0 / 192.0,
+    -2187.0 / 6784.0,
+    11.0 / 84.0,
+    0.0,
+];
+
 pub const DOPRI5: ButcherTableau = ButcherTableau {
     name: "dopri5",
     order: 5,
@@ -188,24 +199,9 @@ pub const DOPRI5: ButcherTableau = ButcherTableau {
             49.0 / 176.0,
             -5103.0 / 18656.0,
         ],
-        &[
-            35.0 / 384.0,
-            0.0,
-            500.0 / 1113.0,
-            125.0 / 192.0,
-            -2187.0 / 6784.0,
-            11.0 / 84.0,
-        ],
+        DOPRI5_B.split_at(6).0,
     ],
-    b: &[
-        35.0 / 384.0,
-        0.0,
-        500.0 / 1113.0,
-        125.0 / 192.0,
-        -2187.0 / 6784.0,
-        11.0 / 84.0,
-        0.0,
-    ],
+    b: &DOPRI5_B,
     b_error: Some(&[
         35.0 / 384.0 - 5179.0 / 57600.0,
         0.0,
