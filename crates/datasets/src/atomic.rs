@@ -9,6 +9,16 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{DatasetError, Result};
 
+/// Maps an I/O error of `action` on `path` to [`DatasetError::Io`].
+fn io(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError {
+    let (action, path) = (action.to_string(), path.to_path_buf());
+    move |source| DatasetError::Io {
+        path,
+        action,
+        source,
+    }
+}
+
 /// `<path>.partial`: where an atomic write goes before it is renamed into place.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut s: OsString = path.as_os_str().to_owned();
@@ -21,15 +31,6 @@ pub fn partial_path(path: &Path) -> PathBuf {
 /// # Errors
 /// [`DatasetError::Io`] naming the file when syncing or renaming fails.
 pub fn finish_atomic(partial: &Path, path: &Path) -> Result<()> {
-    let io = |action: &str, p: &Path| {
-        let action = action.to_string();
-        let p = p.to_path_buf();
-        move |source| DatasetError::Io {
-            path: p,
-            action,
-            source,
-        }
-    };
     std::fs::File::open(partial)
         .and_then(|f| f.sync_all())
         .map_err(io("syncing the partial file", partial))?;
@@ -53,14 +54,6 @@ pub fn finish_atomic(partial: &Path, path: &Path) -> Result<()> {
 /// # Errors
 /// [`DatasetError::Io`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |action: &'static str, p: &Path| {
-        let p = p.to_path_buf();
-        move |source| DatasetError::Io {
-            path: p,
-            action: action.to_string(),
-            source,
-        }
-    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io("creating the directory", dir))?;
     }
