@@ -30,7 +30,6 @@ pub fn dw4_model() -> (RunConfig, EnfModel) {
     tch::set_num_threads(1);
     let config = RunConfig::paper_cell(System::Dw4, 1000, 0).expect("a cell of the paper");
     tch::manual_seed(0);
-    let model =
-        EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).expect("valid model");
+    let model = EnfModel::for_run(&config, tch::Device::Cpu).expect("valid model");
     (config, model)
 }

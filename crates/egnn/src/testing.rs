@@ -23,8 +23,11 @@ pub fn random_dynamics(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let dynamics = EgnnDynamics::new(vs.root(), config, 0)?;
     vs.set_kind(kind);
+    // In name order: the var store's map iterates in a different order in every process.
+    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
-        for (_, mut v) in vs.variables() {
+        for (_, mut v) in variables {
             let draw = Tensor::randn(v.size(), (kind, Device::Cpu)) * std;
             v.copy_(&draw);
         }

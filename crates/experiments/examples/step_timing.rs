@@ -26,7 +26,7 @@ fn main() -> anyhow::Result<()> {
     }
     tch::set_num_threads(config.training.threads.max(1) as i32);
     let dataset = ensure_dataset(config.data_path(&PathBuf::from("data")), config.data.system)?;
-    let mut model = EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu)?;
+    let mut model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     checkpoint::load(&mut model.vs, &run_dir.join("last.safetensors"))?;
     let t = &config.training;
     let mut opt = tch::nn::AdamW {

@@ -282,7 +282,7 @@ fn evaluate_run(
     }
     let dataset = ensure_dataset(cfg.data_path(data_dir), cfg.data.system)?;
     let device = cfg.training.device.device()?;
-    let mut model = EnfModel::new(&cfg.model, cfg.solver.clone(), device)?;
+    let mut model = EnfModel::for_run(&cfg, device)?;
     let meta = checkpoint::load(&mut model.vs, &run_dir.join(file))?;
     let mut indices = dataset.splits.get(split).to_vec();
     if let Some(n) = limit {

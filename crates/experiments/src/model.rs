@@ -1,6 +1,6 @@
 //! The models of the paper, built from a configuration.
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RunConfig};
 use crate::error::ExperimentError;
 use egnn::EgnnDynamics;
 use flow::Cnf;
@@ -41,6 +41,17 @@ impl EnfModel {
             vs,
             flow: Cnf::new(dynamics, solver),
         })
+    }
+
+    /// The model of a run: its model, solver and adjoint settings, on `device`.
+    ///
+    /// Errors: as [`EnfModel::new`].
+    pub fn for_run(config: &RunConfig, device: tch::Device) -> Result<Self, ExperimentError> {
+        let mut model = EnfModel::new(&config.model, config.solver.clone(), device)?;
+        if let Some(adjoint) = &config.adjoint {
+            model.flow.adjoint = adjoint.clone();
+        }
+        Ok(model)
     }
 
     /// Number of scalar parameters.

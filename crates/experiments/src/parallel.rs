@@ -9,6 +9,7 @@
 //! adaptive solve: the step sizes (and so the last digits of the result) depend on the number of
 //! workers, which is therefore part of a run's configuration.
 
+use crate::config::GradientMethod;
 use crate::data::TensorBatch;
 use crate::error::ExperimentError;
 use crate::model::EnfModel;
@@ -137,9 +138,10 @@ pub fn nll_no_grad(
     Ok((all, total))
 }
 
-/// Gradients of the batch's mean NLL with respect to `params` (undefined where a parameter does
-/// not reach the loss), computed on `workers` shards and summed in shard order; plus the summed
-/// NLL (nats) and the shards' mean solver statistics (NFE per solve).
+/// Gradients of the batch's mean NLL with respect to `params` (`None` where a parameter does not
+/// reach the loss), by backpropagation through the solver or by the adjoint method, computed on
+/// `workers` shards and summed in shard order; plus the summed NLL (nats) and the shards' mean
+/// number of function evaluations per solve (forward, plus the backward solve's for the adjoint).
 ///
 /// Errors: [`ExperimentError::Flow`] with `context` when a shard's solve fails.
 pub fn nll_gradients(
@@ -147,45 +149,60 @@ pub fn nll_gradients(
     params: &[Tensor],
     batch: &TensorBatch,
     probes: &Probes,
+    method: GradientMethod,
     workers: usize,
     context: &str,
 ) -> Result<(f64, Vec<Option<Tensor>>, f64), ExperimentError> {
     let n = batch.len() as f64;
     let shared = Shared(model);
     let shared_params = Shared(params);
+    let flow_error = |source: FlowError| ExperimentError::Flow {
+        context: context.to_string(),
+        source,
+    };
     let results = map_shards(batch, probes, workers, context, |part, probes| {
         let (model, params) = (shared.get(), shared_params.get());
-        let (logp, stats) = model
-            .flow
-            .log_likelihood_with_probes(
-                &part.positions,
-                &part.masks,
-                probes,
-                GradientMode::Backprop,
-            )
-            .map_err(|source| ExperimentError::Flow {
-                context: context.to_string(),
-                source,
-            })?;
-        let nll_sum = -logp.sum(logp.kind());
-        let loss = &nll_sum / n;
-        let grads = Tensor::f_run_backward(&[loss], params, false, false).map_err(|e| {
-            ExperimentError::Flow {
-                context: context.to_string(),
-                source: FlowError::Torch(e),
+        match method {
+            GradientMethod::Backprop => {
+                let (logp, stats) = model
+                    .flow
+                    .log_likelihood_with_probes(
+                        &part.positions,
+                        &part.masks,
+                        probes,
+                        GradientMode::Backprop,
+                    )
+                    .map_err(flow_error)?;
+                let nll_sum = -logp.sum(logp.kind());
+                let loss = &nll_sum / n;
+                let grads = Tensor::f_run_backward(&[loss], params, false, false)
+                    .map_err(|e| flow_error(FlowError::Torch(e)))?
+                    .into_iter()
+                    .map(|g| g.defined().then_some(g))
+                    .collect::<Vec<_>>();
+                Ok((nll_sum.double_value(&[]), grads, stats.nfe))
             }
-        })?;
-        Ok((nll_sum.double_value(&[]), grads, stats))
+            GradientMethod::Adjoint => {
+                let out = model
+                    .flow
+                    .log_likelihood_adjoint(&part.positions, &part.masks, probes, params, |ll| {
+                        -ll.sum(ll.kind()) / n
+                    })
+                    .map_err(flow_error)?;
+                let nll_sum = -out.log_likelihood.sum(Kind::Double).double_value(&[]);
+                Ok((nll_sum, out.param_grads, out.forward.nfe + out.backward.nfe))
+            }
+        }
     })?;
     let shards = results.len() as f64;
     let mut nll_sum = 0.0;
     let mut nfe = 0.0;
     let mut summed: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
-    for (shard_nll, grads, stats) in results {
+    for (shard_nll, grads, shard_nfe) in results {
         nll_sum += shard_nll;
-        nfe += stats.nfe as f64 / shards;
+        nfe += shard_nfe as f64 / shards;
         for (acc, g) in summed.iter_mut().zip(grads) {
-            if g.defined() {
+            if let Some(g) = g {
                 *acc = Some(match acc.take() {
                     Some(a) => a + g,
                     None => g,

@@ -40,8 +40,9 @@ pub mod files {
 }
 
 /// One optimiser step on a batch: NLL with the training trace estimator (probes drawn once for
-/// the batch), backpropagation through the solver on `training.workers` shards, AdamW. Returns
-/// the batch's mean NLL and the mean NFE of the shards' forward solves.
+/// the batch), gradients by `training.gradients` (backpropagation through the solver or the
+/// adjoint method) on `training.workers` shards, AdamW. Returns the batch's mean NLL and the mean
+/// NFE of the shards' solves (the forward solve's, plus the backward solve's with the adjoint).
 ///
 /// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`].
 pub fn train_step(
@@ -59,8 +60,15 @@ pub fn train_step(
         .probes(&x.size(), &batch.masks.node, x.kind(), x.device());
     let params = model.vs.trainable_variables();
     let context = format!("training epoch {epoch}, step {step}");
-    let (nll_sum, grads, nfe) =
-        parallel::nll_gradients(model, &params, batch, &probes, t.workers, &context)?;
+    let (nll_sum, grads, nfe) = parallel::nll_gradients(
+        model,
+        &params,
+        batch,
+        &probes,
+        t.gradients,
+        t.workers,
+        &context,
+    )?;
     let value = nll_sum / batch.len() as f64;
     if !value.is_finite() {
         return Err(ExperimentError::NonFiniteLoss { epoch, step, value });
@@ -102,7 +110,7 @@ pub fn train(
     atomic_write(&run_dir.join(files::CONFIG), config.to_toml().as_bytes())?;
 
     tch::manual_seed(t.seed as i64);
-    let mut model = EnfModel::new(&config.model, config.solver.clone(), device)?;
+    let mut model = EnfModel::for_run(config, device)?;
     let mut opt = nn::AdamW {
         wd: t.weight_decay,
         amsgrad: t.amsgrad,

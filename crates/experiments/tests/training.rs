@@ -2,7 +2,7 @@
 //! configuration errors named, and a diverging run stopped with its last good checkpoint intact.
 
 use datasets::{metropolis, MetropolisConfig, ParticleDataset, Splits, System};
-use experiments::config::RunConfig;
+use experiments::config::{GradientMethod, RunConfig};
 use experiments::train::{files, train};
 use experiments::{checkpoint, EnfModel, ExperimentError, RunResult};
 
@@ -132,6 +132,56 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint()
 }
 
 #[test]
+fn adjoint_training_gradients_equal_backprop_gradients() {
+    use experiments::data::TensorBatch;
+    use experiments::parallel::nll_gradients;
+    use flow::{Noise, TraceEstimator};
+    use ode::OdeSolver;
+    use tch::Kind;
+    let _rng = geometry::testing::seeded(3);
+    let ds = small_dw4();
+    let config = small_config(1);
+    // Tight tolerances: both methods then approximate the exact gradient to about 1e-8.
+    let solver = OdeSolver::dopri5(1e-9, 1e-9);
+    let mut model = EnfModel::new(&config.model, solver.clone(), tch::Device::Cpu).unwrap();
+    model.flow.adjoint.solver = solver;
+    model.vs.set_kind(Kind::Double);
+    let batch = datasets::Batch::gather(&ds, &(0..20).collect::<Vec<_>>()).unwrap();
+    let batch = TensorBatch::from_batch(&batch, Kind::Double, tch::Device::Cpu);
+    let probes = TraceEstimator::Hutchinson(Noise::Rademacher).probes(
+        &batch.positions.size(),
+        &batch.masks.node,
+        Kind::Double,
+        tch::Device::Cpu,
+    );
+    let params = model.vs.trainable_variables();
+    let run = |method| nll_gradients(&model, &params, &batch, &probes, method, 2, "test").unwrap();
+    let (nll_b, g_b, nfe_b) = run(GradientMethod::Backprop);
+    let (nll_a, g_a, nfe_a) = run(GradientMethod::Adjoint);
+    assert!(
+        (nll_a - nll_b).abs() < 1e-7 * nll_b.abs(),
+        "{nll_a} vs {nll_b}"
+    );
+    let mut compared = 0;
+    for (a, b) in g_a.iter().zip(&g_b) {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let scale = b.abs().max().double_value(&[]);
+                let err = (a - b).abs().max().double_value(&[]);
+                assert!(err <= 1e-5 * scale.max(1e-8), "{err} against {scale}");
+                compared += 1;
+            }
+            // A parameter the velocity does not use: zero by the adjoint, undefined by backprop.
+            (Some(a), None) => assert_eq!(a.abs().max().double_value(&[]), 0.0),
+            _ => panic!("the adjoint left out a trainable parameter"),
+        }
+    }
+    assert!(compared > 10, "{compared} parameters compared");
+    // The adjoint pays a backward solve on top of the forward one.
+    assert!(nfe_a > nfe_b, "adjoint {nfe_a} NFE, backprop {nfe_b}");
+}
+
+#[test]
 fn sharded_gradients_equal_whole_batch_gradients() {
     use experiments::data::TensorBatch;
     use experiments::parallel::{nll_gradients, set_gradients};
@@ -159,9 +209,19 @@ fn sharded_gradients_equal_whole_batch_gradients() {
         tch::Device::Cpu,
     );
     let params = model.vs.trainable_variables();
-    let (nll1, g1, _) = nll_gradients(&model, &params, &batch, &probes, 1, "one worker").unwrap();
-    let (nll3, g3, _) =
-        nll_gradients(&model, &params, &batch, &probes, 3, "three workers").unwrap();
+    let backprop = GradientMethod::Backprop;
+    let (nll1, g1, _) =
+        nll_gradients(&model, &params, &batch, &probes, backprop, 1, "one worker").unwrap();
+    let (nll3, g3, _) = nll_gradients(
+        &model,
+        &params,
+        &batch,
+        &probes,
+        backprop,
+        3,
+        "three workers",
+    )
+    .unwrap();
     assert!((nll1 - nll3).abs() < 1e-9 * nll1.abs(), "{nll1} vs {nll3}");
     for (a, b) in g1.iter().zip(&g3) {
         match (a, b) {

@@ -4,7 +4,7 @@ use crate::error::{expect_positions, FlowError};
 use crate::prior::CentredGaussian;
 use crate::trace::{exact_from_replicas, hutchinson, Probes, TraceEstimator};
 use egnn::{Dynamics, Masks};
-use ode::{OdeError, OdeRhs, OdeSolver, SolveStats};
+use ode::{adjoint_gradients, AdjointOptions, OdeError, OdeRhs, OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -30,6 +30,24 @@ pub struct Encoded {
     pub stats: SolveStats,
 }
 
+/// The result of [`Cnf::log_likelihood_adjoint`]: values without autograd history and the
+/// gradients of the loss, computed by the adjoint method.
+#[derive(Debug)]
+pub struct AdjointLikelihood {
+    /// The loss `L(log p(x))` (a scalar tensor).
+    pub loss: Tensor,
+    /// `log p(x)` in nats, `[batch]`.
+    pub log_likelihood: Tensor,
+    /// `dL/dtheta` for each parameter passed in, `None` for frozen ones.
+    pub param_grads: Vec<Option<Tensor>>,
+    /// `dL/dx`, `[batch, nodes, dims]` (through the centring of `x`).
+    pub grad_x: Tensor,
+    /// Statistics of the forward solve.
+    pub forward: SolveStats,
+    /// Statistics of the backward (adjoint) solve.
+    pub backward: SolveStats,
+}
+
 /// An E(n) equivariant (if its dynamics are) continuous normalizing flow over positions.
 #[derive(Debug)]
 pub struct Cnf<D> {
@@ -37,6 +55,8 @@ pub struct Cnf<D> {
     pub dynamics: D,
     /// The ODE solver used for density evaluation and sampling.
     pub solver: OdeSolver,
+    /// Options of the backward solve of [`Cnf::log_likelihood_adjoint`].
+    pub adjoint: AdjointOptions,
     /// The base density of the latent positions.
     pub prior: CentredGaussian,
 }
@@ -114,10 +134,16 @@ impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
 }
 
 impl<D: Dynamics> Cnf<D> {
-    /// A flow with the given dynamics and solver and the centre-of-mass-free Gaussian prior.
+    /// A flow with the given dynamics and solver and the centre-of-mass-free Gaussian prior; the
+    /// adjoint's backward solve uses the same solver over the whole augmented state (as the
+    /// reference's `odeint_adjoint` does by default).
     pub fn new(dynamics: D, solver: OdeSolver) -> Self {
         Cnf {
             dynamics,
+            adjoint: AdjointOptions {
+                solver: solver.clone(),
+                seminorm: false,
+            },
             solver,
             prior: CentredGaussian,
         }
@@ -162,17 +188,7 @@ impl<D: Dynamics> Cnf<D> {
         expect_positions(x)?;
         masks.check_fits(x)?;
         let size = x.size();
-        let trace = match probes {
-            Probes::Hutchinson(eps) if eps.size() != size => {
-                return Err(FlowError::Shape {
-                    what: "Hutchinson probes",
-                    expected: format!("{size:?}"),
-                    got: eps.size(),
-                })
-            }
-            Probes::Hutchinson(eps) => TraceWork::Hutchinson(eps),
-            Probes::Exact => TraceWork::Exact(masks.repeat(size[1] * size[2])),
-        };
+        let trace = self.trace_work(probes, &size, masks)?;
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let x = geometry::centre(x, node_mask)?;
         let rhs = DensityRhs {
@@ -215,6 +231,102 @@ impl<D: Dynamics> Cnf<D> {
     ) -> Result<(Tensor, SolveStats), FlowError> {
         let enc = self.encode_with_probes(x, masks, probes, mode)?;
         self.log_likelihood_of(enc, masks)
+    }
+
+    /// Log-likelihood of `x [batch, nodes, dims]` with the gradients of a scalar loss of it by the
+    /// adjoint method (Chen et al. 2018), as the E-NF paper trained: the forward solve keeps no
+    /// graph, `loss(log p [batch])` is differentiated with respect to the solve's output, and the
+    /// adjoint ODE is integrated backwards with [`Cnf::adjoint`]'s solver, with the same trace
+    /// `probes` (so the Hutchinson estimate differentiated is the one that was evaluated).
+    /// Memory is flat in the number of solver steps; the backward solve costs extra evaluations.
+    ///
+    /// `params` are the dynamics' parameters (frozen ones, not requiring gradients, are skipped);
+    /// nothing is accumulated into their `.grad`: the gradients are returned.
+    ///
+    /// Errors: as [`Cnf::encode_with_probes`], and [`FlowError::Ode`] for a failing backward solve
+    /// or [`FlowError::Torch`] if the loss cannot be differentiated.
+    pub fn log_likelihood_adjoint(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        params: &[Tensor],
+        loss: impl FnOnce(&Tensor) -> Tensor,
+    ) -> Result<AdjointLikelihood, FlowError> {
+        expect_positions(x)?;
+        masks.check_fits(x)?;
+        let size = x.size();
+        let trace = self.trace_work(probes, &size, masks)?;
+        let node_mask = (!masks.all_real).then_some(&masks.node);
+        let x0 = geometry::centre(&x.detach(), node_mask)?;
+        let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
+        let forward_rhs = DensityRhs {
+            dynamics: &self.dynamics,
+            masks,
+            trace,
+            create_graph: false,
+        };
+        let y0 = vec![x0, log_det0];
+        let (y1, forward) = tch::no_grad(|| self.solver.solve(&forward_rhs, 0.0, 1.0, &y0))?;
+
+        // dL/dz and dL/d(log det) from the loss of log p_Z(z) + log det.
+        let (z, log_det) = (
+            y1[0].detach().set_requires_grad(true),
+            y1[1].detach().set_requires_grad(true),
+        );
+        let (loss_value, log_likelihood, cotangents) = tch::with_grad(|| {
+            let ll = self.prior.log_prob(&z, &masks.node)? + &log_det;
+            let l = loss(&ll);
+            let grads = Tensor::f_run_backward(&[&l], &[&z, &log_det], false, false)?;
+            let grads: Vec<Tensor> = grads
+                .into_iter()
+                .zip([&z, &log_det])
+                .map(|(g, v)| if g.defined() { g } else { v.zeros_like() })
+                .collect();
+            Ok::<_, FlowError>((l.detach(), ll.detach(), grads))
+        })?;
+
+        let backward_rhs = DensityRhs {
+            create_graph: true,
+            ..forward_rhs
+        };
+        let zeros: Vec<Tensor> = y0.iter().map(|v| v.zeros_like()).collect();
+        let grads = adjoint_gradients(
+            &self.adjoint,
+            &backward_rhs,
+            params,
+            &[0.0, 1.0],
+            &[y0, y1],
+            &[zeros, cotangents],
+        )?;
+        // x0 = centre(x) is a linear projection; its adjoint is the same projection.
+        let grad_x = geometry::centre(&grads.y0[0], node_mask)?;
+        Ok(AdjointLikelihood {
+            loss: loss_value,
+            log_likelihood,
+            param_grads: grads.params,
+            grad_x,
+            forward,
+            backward: grads.stats,
+        })
+    }
+
+    /// The trace work of a solve on positions of `size`, checking the probes' shape.
+    fn trace_work(
+        &self,
+        probes: Probes,
+        size: &[i64],
+        masks: &Masks,
+    ) -> Result<TraceWork, FlowError> {
+        match probes {
+            Probes::Hutchinson(eps) if eps.size() != size => Err(FlowError::Shape {
+                what: "Hutchinson probes",
+                expected: format!("{size:?}"),
+                got: eps.size(),
+            }),
+            Probes::Hutchinson(eps) => Ok(TraceWork::Hutchinson(eps)),
+            Probes::Exact => Ok(TraceWork::Exact(masks.repeat(size[1] * size[2]))),
+        }
     }
 
     fn log_likelihood_of(

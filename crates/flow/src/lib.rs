@@ -15,7 +15,7 @@ pub mod error;
 pub mod prior;
 pub mod trace;
 
-pub use cnf::{Cnf, Encoded, GradientMode};
+pub use cnf::{AdjointLikelihood, Cnf, Encoded, GradientMode};
 pub use error::FlowError;
 pub use prior::{CentredGaussian, StandardGaussian};
 pub use trace::{Noise, Probes, TraceEstimator};

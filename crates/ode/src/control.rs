@@ -85,7 +85,9 @@ pub fn step_factor(error_ratio: f64, order: u32, safety: f64, ifactor: f64, dfac
 }
 
 /// Hairer, Norsett & Wanner's automatic first step ("Solving ODEs I", section II.4, p. 169), one
-/// extra evaluation of f. Returns the step's magnitude (positive) and the evaluations made (1).
+/// extra evaluation of f. `tolerances` is `(rtol, atol)`; the norms cover the first `n_err`
+/// components (see [`crate::OdeRhs::error_components`]). Returns the step's magnitude (positive)
+/// and the evaluations made (1).
 ///
 /// Errors: the right-hand side's errors.
 #[allow(clippy::too_many_arguments)]
@@ -95,13 +97,27 @@ pub fn initial_step(
     y0: &[Tensor],
     f0: &[Tensor],
     order: u32,
-    rtol: f64,
-    atol: f64,
+    tolerances: (f64, f64),
     norm: ErrorNorm,
     direction: f64,
+    n_err: usize,
 ) -> Result<(f64, usize), OdeError> {
-    let d0 = norm.norm(&scaled(y0, y0, y0, rtol, atol));
-    let d1 = norm.norm(&scaled(f0, y0, y0, rtol, atol));
+    let (rtol, atol) = tolerances;
+    let n_err = n_err.min(y0.len());
+    let d0 = norm.norm(&scaled(
+        &y0[..n_err],
+        &y0[..n_err],
+        &y0[..n_err],
+        rtol,
+        atol,
+    ));
+    let d1 = norm.norm(&scaled(
+        &f0[..n_err],
+        &y0[..n_err],
+        &y0[..n_err],
+        rtol,
+        atol,
+    ));
     let h0 = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
@@ -118,7 +134,13 @@ pub fn initial_step(
         .zip(f0)
         .map(|(a, b)| a.detach() - b.detach())
         .collect();
-    let d2 = norm.norm(&scaled(&diff, y0, y0, rtol, atol)) / h0;
+    let d2 = norm.norm(&scaled(
+        &diff[..n_err],
+        &y0[..n_err],
+        &y0[..n_err],
+        rtol,
+        atol,
+    )) / h0;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h0 * 1e-3).max(1e-6)
     } else {

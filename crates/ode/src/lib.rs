@@ -8,8 +8,10 @@
 //!
 //! Gradients: the solver is written in differentiable tensor operations, so gradients flow through
 //! the accepted steps by ordinary backpropagation (step-size decisions are not differentiated, as in
-//! torchdiffeq). The adjoint method is the alternative for memory-bound problems.
+//! torchdiffeq). The adjoint method ([`adjoint`]) is the alternative: it integrates the adjoint ODE
+//! backwards, so memory stays flat in the number of steps.
 
+pub mod adjoint;
 pub mod control;
 pub mod error;
 pub mod solver;
@@ -17,6 +19,7 @@ pub mod state;
 pub mod stepper;
 pub mod tableau;
 
+pub use adjoint::{adjoint_gradients, AdjointGradients, AdjointOptions};
 pub use control::ErrorNorm;
 pub use error::OdeError;
 pub use solver::{OdeSolver, Solution, SolveStats, SolverOptions};
@@ -31,6 +34,13 @@ pub trait OdeRhs {
     ///
     /// Errors: whatever the model reports, wrapped in [`OdeError::Rhs`].
     fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError>;
+
+    /// `Some(k)`: only the first `k` state components enter the adaptive error norm (a seminorm,
+    /// e.g. for the adjoint's parameter gradients, which nothing downstream depends on). `None`
+    /// (the default): all of them.
+    fn error_components(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl<F> OdeRhs for F

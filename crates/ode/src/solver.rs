@@ -248,6 +248,8 @@ impl OdeSolver {
         }
         let tableau = self.method.tableau();
         let o = &self.options;
+        // Components that enter the error norm.
+        let n_err = rhs.error_components().unwrap_or(y0.len()).min(y0.len());
         let max_step = o.max_step.unwrap_or(f64::INFINITY);
         let mut stats = SolveStats::default();
         let mut t = t_eval[0];
@@ -268,8 +270,17 @@ impl OdeSolver {
             (true, Some(h0)) => h0.abs(),
             (true, None) => {
                 let order = tableau.order - 1;
-                let (h0, nfe) =
-                    initial_step(rhs, t, &y, &f, order, o.rtol, o.atol, o.norm, direction)?;
+                let (h0, nfe) = initial_step(
+                    rhs,
+                    t,
+                    &y,
+                    &f,
+                    order,
+                    (o.rtol, o.atol),
+                    o.norm,
+                    direction,
+                    n_err,
+                )?;
                 stats.nfe += nfe;
                 h0
             }
@@ -314,7 +325,13 @@ impl OdeSolver {
                         true
                     }
                     Some(err) => {
-                        let ratio = o.norm.norm(&scaled(err, &y, &step.y, o.rtol, o.atol));
+                        let ratio = o.norm.norm(&scaled(
+                            &err[..n_err],
+                            &y[..n_err],
+                            &step.y[..n_err],
+                            o.rtol,
+                            o.atol,
+                        ));
                         if !ratio.is_finite() {
                             return Err(OdeError::NonFinite {
                                 what: "error estimate of the step",

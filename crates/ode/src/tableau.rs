@@ -95,6 +95,20 @@ pub enum Method {
     /// Dormand-Prince 5(4), FSAL, adaptive (the reference's solver).
     #[default]
     Dopri5,
+    /// Tsitouras 5(4), FSAL, adaptive: dopri5's cost per step with smaller error constants.
+    Tsit5,
+}
+
+impl Method {
+    /// Every method, in order of increasing order.
+    pub const ALL: [Method; 6] = [
+        Method::Euler,
+        Method::Midpoint,
+        Method::Rk4,
+        Method::Bosh3,
+        Method::Dopri5,
+        Method::Tsit5,
+    ];
 }
 
 impl Method {
@@ -106,6 +120,7 @@ impl Method {
             Method::Rk4 => &RK4,
             Method::Bosh3 => &BOSH3,
             Method::Dopri5 => &DOPRI5,
+            Method::Tsit5 => &TSIT5,
         }
     }
 }
@@ -164,8 +179,6 @@ pub const BOSH3: ButcherTableau = ButcherTableau {
     fsal: true,
 };
 
-/// Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comp. Appl. Math. 6(1);
-/// coefficients as in Hairer, Norsett & Wanner, "Solving ODEs I", table II.5.2.
 /// dopri5's fifth-order weights; FSAL: they are also the last row of its A.
 const DOPRI5_B: [f64; 7] = [
     35.0 / 384.0,
@@ -177,6 +190,8 @@ const DOPRI5_B: [f64; 7] = [
     0.0,
 ];
 
+/// Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comp. Appl. Math. 6(1);
+/// coefficients as in Hairer, Norsett & Wanner, "Solving ODEs I", table II.5.2.
 pub const DOPRI5: ButcherTableau = ButcherTableau {
     name: "dopri5",
     order: 5,
@@ -214,19 +229,64 @@ pub const DOPRI5: ButcherTableau = ButcherTableau {
     fsal: true,
 };
 
+/// tsit5's fifth-order weights; FSAL: they are also the last row of its A.
+const TSIT5_B: [f64; 7] = [
+    0.09646076681806523,
+    0.01,
+    0.4798896504144996,
+    1.379008574103742,
+    -3.290069515436081,
+    2.324710524099774,
+    0.0,
+];
+
+/// Tsitouras (2011), "Runge-Kutta pairs of order 5(4) satisfying only the first column simplifying
+/// assumption", Comput. Math. Appl. 62(2), table 1, with the embedded weights of its section 3
+/// (the coefficients to 16 digits, as the paper gives them).
+pub const TSIT5: ButcherTableau = ButcherTableau {
+    name: "tsit5",
+    order: 5,
+    c: &[0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0],
+    a: &[
+        &[],
+        &[0.161],
+        &[-0.008480655492356989, 0.335480655492357],
+        &[2.897153057105493, -6.359448489975075, 4.3622954328695815],
+        &[
+            5.325864828439257,
+            -11.748883564062828,
+            7.4955393428898365,
+            -0.09249506636175525,
+        ],
+        &[
+            5.86145544294642,
+            -12.92096931784711,
+            8.159367898576159,
+            -0.071584973281401,
+            -0.028269050394068383,
+        ],
+        TSIT5_B.split_at(6).0,
+    ],
+    b: &TSIT5_B,
+    b_error: Some(&[
+        -0.00178001105222577714,
+        -0.0008164344596567469,
+        0.007880878010261995,
+        -0.1447110071732629,
+        0.5823571654525552,
+        -0.45808210592918697,
+        1.0 / 66.0,
+    ]),
+    fsal: true,
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn every_tableau_is_consistent() {
-        for m in [
-            Method::Euler,
-            Method::Midpoint,
-            Method::Rk4,
-            Method::Bosh3,
-            Method::Dopri5,
-        ] {
+        for m in Method::ALL {
             assert_eq!(m.tableau().consistency_error(), None);
         }
     }

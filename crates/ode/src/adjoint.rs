@@ -1,0 +1,220 @@
+//! Gradients of a solve by the adjoint sensitivity method (Chen, Rubanova, Bettencourt & Duvenaud
+//! 2018, "Neural ordinary differential equations", section 2 and appendix B, algorithm 1).
+//!
+//! For `dy/dt = f(t, y, theta)` solved forwards through the output times `t_0, ..., t_K` and a loss
+//! `L(y(t_0), ..., y(t_K))`, the adjoint `a(t) = dL/dy(t)` and the parameter gradient `g(t)` solve,
+//! backwards from `t_K` to `t_0`,
+//!
+//! ```text
+//! dy/dt = f(t, y, theta),   da/dt = -a^T df/dy,   dg/dt = -a^T df/dtheta,
+//! ```
+//!
+//! starting from `y(t_K)`, `a(t_K) = dL/dy(t_K)`, `g(t_K) = 0`; at every earlier output time the
+//! loss's own gradient `dL/dy(t_i)` is added to `a` and `y` is reset to the forward solution (as
+//! torchdiffeq does). At the end `a(t_0) = dL/dy(t_0)` and `g(t_0) = dL/dtheta`.
+//!
+//! The vector-Jacobian products `a^T df/dy` and `a^T df/dtheta` come from one libtorch backward pass
+//! per evaluation of the augmented dynamics, on a graph built for that evaluation alone and freed
+//! after it: memory does not grow with the number of steps. The right-hand side may differentiate
+//! internally (a Hutchinson trace estimator does): it only has to build its outputs with autograd
+//! history when called with grad mode on and a state that requires gradients.
+//!
+//! The backward solve has its own solver (method and tolerances). Its error norm covers the whole
+//! augmented state by default (torchdiffeq's default, with each parameter tensor its own component
+//! of [`ErrorNorm::MixedRms`](crate::ErrorNorm)); `seminorm` restricts it to `(y, a)` (Kidger, Chen
+//! & Lyons 2021, "Hey, that's not an ODE"), which usually takes fewer steps.
+
+use crate::error::OdeError;
+use crate::solver::{OdeSolver, SolveStats};
+use crate::stepper::check_components;
+use crate::OdeRhs;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Options of the backward (adjoint) solve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdjointOptions {
+    /// The solver of the augmented backward ODE (its own method and tolerances).
+    pub solver: OdeSolver,
+    /// Leave the parameter gradients out of the backward solve's error norm.
+    pub seminorm: bool,
+}
+
+impl Default for AdjointOptions {
+    /// dopri5 at rtol = atol = 1e-4 over the whole augmented state: what the reference's
+    /// `odeint_adjoint` did with its defaults.
+    fn default() -> Self {
+        AdjointOptions {
+            solver: OdeSolver::default(),
+            seminorm: false,
+        }
+    }
+}
+
+/// What the adjoint method returns.
+#[derive(Debug)]
+pub struct AdjointGradients {
+    /// `dL/dy(t_0)`, one tensor per state component, shaped as the component.
+    pub y0: Vec<Tensor>,
+    /// `dL/dtheta` per parameter, in the order given; `None` for a parameter that does not require
+    /// gradients (frozen), which the backward solve skips entirely.
+    pub params: Vec<Option<Tensor>>,
+    /// Statistics of the backward solves, summed over the output intervals.
+    pub stats: SolveStats,
+}
+
+/// The augmented dynamics `[y, a, g] -> [f, -a^T df/dy, -a^T df/dtheta]`.
+struct AugmentedRhs<'a> {
+    rhs: &'a dyn OdeRhs,
+    /// The parameters that require gradients.
+    params: Vec<Tensor>,
+    /// Number of state components.
+    n: usize,
+    seminorm: bool,
+}
+
+impl AugmentedRhs<'_> {
+    fn vjp(&self, t: f64, aug: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+        let (y, rest) = aug.split_at(self.n);
+        let a = &rest[..self.n];
+        tch::with_grad(|| {
+            let y_leaf: Vec<Tensor> = y
+                .iter()
+                .map(|v| v.detach().set_requires_grad(true))
+                .collect();
+            let f = self.rhs.eval(t, &y_leaf)?;
+            check_components(&f, &y_leaf, t)?;
+            // a^T f as one scalar; components whose f has no graph contribute nothing.
+            let terms: Vec<Tensor> = f
+                .iter()
+                .zip(a)
+                .filter(|(fi, _)| fi.requires_grad())
+                .map(|(fi, ai)| (fi * ai).sum(fi.kind()))
+                .collect();
+            let inputs: Vec<&Tensor> = y_leaf.iter().chain(&self.params).collect();
+            let grads: Vec<Option<Tensor>> = if terms.is_empty() {
+                inputs.iter().map(|_| None).collect()
+            } else {
+                let s = Tensor::stack(&terms, 0).sum(terms[0].kind());
+                Tensor::f_run_backward(&[s], &inputs, false, false)?
+                    .into_iter()
+                    .map(|g| g.defined().then_some(g))
+                    .collect()
+            };
+            let mut out: Vec<Tensor> = f.iter().map(|fi| fi.detach()).collect();
+            out.extend(grads.into_iter().zip(&inputs).map(|(g, x)| match g {
+                Some(g) => -g,
+                None => x.zeros_like().detach(),
+            }));
+            Ok(out)
+        })
+    }
+}
+
+impl OdeRhs for AugmentedRhs<'_> {
+    fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+        self.vjp(t, y)
+    }
+
+    fn error_components(&self) -> Option<usize> {
+        self.seminorm.then_some(2 * self.n)
+    }
+}
+
+/// Gradients of a loss of a forward solve by the adjoint method (see the module documentation).
+///
+/// - `rhs`: the forward problem's right-hand side; called with grad mode on and a state that
+///   requires gradients, it must return derivatives with autograd history.
+/// - `params`: the tensors `theta` the right-hand side depends on (any number, any shapes); those
+///   that do not require gradients are skipped.
+/// - `t_eval`: the forward solve's output times `t_0, ..., t_K` (K >= 1).
+/// - `ys[i]`: the forward solution at `t_eval[i]` (only `i >= 1` is used).
+/// - `grad_ys[i]`: `dL/dy(t_eval[i])`, one tensor per state component (zeros where the loss does
+///   not depend on that output).
+///
+/// The forward solve's own output need not be kept in a graph: run it under `tch::no_grad`.
+///
+/// Errors: [`OdeError::InvalidOptions`] when the lengths of `t_eval`, `ys` and `grad_ys` or the
+/// shapes of the cotangents disagree; any error of the backward solve (non-finite adjoint, step-size
+/// underflow, too many steps, the right-hand side's errors), with the time it happened at.
+pub fn adjoint_gradients(
+    options: &AdjointOptions,
+    rhs: &dyn OdeRhs,
+    params: &[Tensor],
+    t_eval: &[f64],
+    ys: &[Vec<Tensor>],
+    grad_ys: &[Vec<Tensor>],
+) -> Result<AdjointGradients, OdeError> {
+    let k = t_eval.len();
+    if k < 2 || ys.len() != k || grad_ys.len() != k {
+        return Err(OdeError::InvalidOptions(format!(
+            "adjoint: {k} output times, {} states, {} cotangents (need the same number, at least 2)",
+            ys.len(),
+            grad_ys.len()
+        )));
+    }
+    let n = ys[0].len();
+    for (i, (y, g)) in ys.iter().zip(grad_ys).enumerate() {
+        let same =
+            y.len() == n && g.len() == n && y.iter().zip(g).all(|(a, b)| a.size() == b.size());
+        if !same {
+            return Err(OdeError::InvalidOptions(format!(
+                "adjoint: the cotangent at output {i} does not match the state's components"
+            )));
+        }
+    }
+    let trainable: Vec<usize> = (0..params.len())
+        .filter(|&i| params[i].requires_grad())
+        .collect();
+    let aug_rhs = AugmentedRhs {
+        rhs,
+        params: trainable
+            .iter()
+            .map(|&i| params[i].shallow_clone())
+            .collect(),
+        n,
+        seminorm: options.seminorm,
+    };
+    let detach = |v: &[Tensor]| v.iter().map(|t| t.detach()).collect::<Vec<_>>();
+    let mut a = detach(&grad_ys[k - 1]);
+    let mut g: Vec<Tensor> = aug_rhs
+        .params
+        .iter()
+        .map(|p| p.zeros_like().detach())
+        .collect();
+    let mut stats = SolveStats::default();
+    for i in (1..k).rev() {
+        let mut aug = detach(&ys[i]);
+        aug.append(&mut a);
+        aug.append(&mut g);
+        let (mut out, s) = tch::no_grad(|| {
+            options
+                .solver
+                .solve(&aug_rhs, t_eval[i], t_eval[i - 1], &aug)
+        })?;
+        stats += s;
+        g = out.split_off(2 * n);
+        a = out.split_off(n);
+        for (ai, gi) in a.iter_mut().zip(&grad_ys[i - 1]) {
+            if i > 1 {
+                *ai = &*ai + gi.detach();
+            }
+        }
+    }
+    // dL/dy(t_0) includes the loss's direct dependence on y(t_0).
+    let y0: Vec<Tensor> = a
+        .iter()
+        .zip(&grad_ys[0])
+        .map(|(ai, gi)| ai + gi.detach())
+        .collect();
+    let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
+    for (slot, gi) in trainable.into_iter().zip(g) {
+        grads[slot] = Some(gi);
+    }
+    Ok(AdjointGradients {
+        y0,
+        params: grads,
+        stats,
+    })
+}
