@@ -2,39 +2,19 @@
 //! one training step (Hutchinson trace, backpropagation through the solver, AdamW) and one forward
 //! solve without gradients. The NFE of each are printed once before timing.
 
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, Criterion};
-use enf_benches::{dw4_batch, dw4_dataset, dw4_model};
+use enf_benches::{dw4_batch, dw4_dataset, dw4_model, optimiser_with_reset};
 use flow::{GradientMode, Noise, TraceEstimator};
-use tch::nn::OptimizerConfig;
 
 fn dw4(c: &mut Criterion) {
     let dataset = dw4_dataset();
     let batch = dw4_batch(&dataset, 100);
     let (config, model) = dw4_model();
-    let mut opt = tch::nn::AdamW {
-        wd: 1e-12,
-        amsgrad: true,
-        ..Default::default()
-    }
-    .build(&model.vs, 5e-4)
-    .unwrap();
+    let (mut opt, restore) = optimiser_with_reset(&model);
     let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
-
-    // Every timed step starts from the same parameters, so the NFE does not drift as the
-    // optimiser changes the model.
-    let initial: Vec<tch::Tensor> = model
-        .vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.copy())
-        .collect();
-    let restore = || {
-        tch::no_grad(|| {
-            for (mut p, v) in model.vs.trainable_variables().into_iter().zip(&initial) {
-                p.copy_(v);
-            }
-        })
-    };
     let mut group = c.benchmark_group("dw4");
     group.sample_size(20);
     for workers in [1, 2] {

@@ -1,11 +1,14 @@
-//! Shared set-up of the criterion benchmarks: a DW4 model and batches of the project's own data.
+//! Shared set-up of the criterion benchmarks: models at their seeded initialisation, batches of
+//! the project's own DW4 data and of the literature's reference samples, and an optimiser whose
+//! parameters can be reset between timed steps.
 
-use datasets::{ensure_dataset, Batch, ParticleDataset, SplitName, System};
+use datasets::{ensure_dataset, read_npy_positions, Batch, ParticleDataset, SplitName, System};
 use experiments::config::RunConfig;
 use experiments::data::TensorBatch;
 use experiments::EnfModel;
 use std::path::PathBuf;
-use tch::Kind;
+use tch::nn::OptimizerConfig;
+use tch::{Kind, Tensor};
 
 /// The DW4 data set of the workspace's `data/` folder (generated on first use, a few seconds).
 pub fn dw4_dataset() -> ParticleDataset {
@@ -23,13 +26,75 @@ pub fn dw4_batch(dataset: &ParticleDataset, n: usize) -> TensorBatch {
     )
 }
 
-/// The paper's DW4 E-NF (3 layers, 32 features) at its initialisation for seed 0, with the run
-/// configuration of the 1,000-sample cell; one libtorch thread and denormals flushed, as training runs.
-pub fn dw4_model() -> (RunConfig, EnfModel) {
+/// The folder of the literature's reference samples: `$ENF_REFERENCE_DIR`, or
+/// `../shared/data/reference-mcmc` beside the repository.
+pub fn reference_dir() -> PathBuf {
+    std::env::var_os("ENF_REFERENCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/reference-mcmc")
+        })
+}
+
+/// The first `n` samples of a reference `.npy` file (`train_split_DW4.npy`,
+/// `val_split_LJ13-1000.npy`) as a centred f32 batch: the inputs the torchdiffeq comparison
+/// (`benches/torchdiffeq/compare.py`) uses too.
+pub fn reference_batch(system: System, file: &str, n: usize) -> TensorBatch {
+    let (m, d) = (system.n_particles(), system.n_dims());
+    let path = reference_dir().join(file);
+    let positions = read_npy_positions(&path, m, d)
+        .unwrap_or_else(|e| panic!("reference samples {}: {e}", path.display()));
+    let batch = Batch {
+        positions: positions[..n * m * d].to_vec(),
+        node_mask: vec![1.0; n * m],
+        batch_size: n,
+        n_particles: m,
+        n_dims: d,
+    };
+    let mut tensors = TensorBatch::from_batch(&batch, Kind::Float, tch::Device::Cpu);
+    tensors.positions = geometry::centre(&tensors.positions, None).expect("rank-3 positions");
+    tensors
+}
+
+/// The paper's E-NF (3 layers, 32 features) for the 1,000-sample cell of `system`, at its
+/// initialisation for seed 0; one libtorch thread and denormals flushed, as training runs.
+pub fn paper_model(system: System) -> (RunConfig, EnfModel) {
     geometry::flush_denormals();
     tch::set_num_threads(1);
-    let config = RunConfig::paper_cell(System::Dw4, 1000, 0).expect("a cell of the paper");
+    let config = RunConfig::paper_cell(system, 1000, 0).expect("a cell of the paper");
     tch::manual_seed(0);
     let model = EnfModel::for_run(&config, tch::Device::Cpu).expect("valid model");
     (config, model)
+}
+
+/// The paper's DW4 E-NF (see [`paper_model`]).
+pub fn dw4_model() -> (RunConfig, EnfModel) {
+    paper_model(System::Dw4)
+}
+
+/// AdamW as the paper trains (amsgrad, weight decay 1e-12, lr 5e-4) and a closure that puts the
+/// model's parameters back to their values now, so every timed step starts from the same model
+/// and the NFE does not drift as the optimiser changes it.
+pub fn optimiser_with_reset(model: &EnfModel) -> (tch::nn::Optimizer, impl Fn() + '_) {
+    let opt = tch::nn::AdamW {
+        wd: 1e-12,
+        amsgrad: true,
+        ..Default::default()
+    }
+    .build(&model.vs, 5e-4)
+    .expect("an optimiser over the model's parameters");
+    let initial: Vec<Tensor> = model
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.copy())
+        .collect();
+    let reset = move || {
+        tch::no_grad(|| {
+            for (mut p, v) in model.vs.trainable_variables().into_iter().zip(&initial) {
+                p.copy_(v);
+            }
+        })
+    };
+    (opt, reset)
 }

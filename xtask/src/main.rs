@@ -56,6 +56,11 @@ enum Cmd {
     /// Set up, then `cargo bench -p enf-benches [ARGS]...`.
     #[command(disable_help_flag = true)]
     Bench(PassThrough),
+    /// Time the solves of the ode_core benchmark with torchdiffeq 0.2.5 (the reference's solver):
+    /// installs torchdiffeq, numpy and scipy next to the torch wheel once, then runs
+    /// `benches/torchdiffeq/compare.py [ARGS]...` (`--threads N`, `--repeats N`).
+    #[command(name = "bench-torchdiffeq", disable_help_flag = true)]
+    BenchTorchdiffeq(PassThrough),
 }
 
 /// Arguments handed on verbatim.
@@ -72,7 +77,13 @@ struct PassThrough {
 }
 
 /// The commands whose arguments are handed on verbatim (kept in step with [`Cmd`] by a test).
-const PASS_THROUGH: [&str; 4] = ["test", "reproduce-table1", "enf", "bench"];
+const PASS_THROUGH: [&str; 5] = [
+    "test",
+    "reproduce-table1",
+    "enf",
+    "bench",
+    "bench-torchdiffeq",
+];
 
 /// Inserts `--` after a pass-through command's name, so that clap takes every later argument
 /// verbatim: without it clap would swallow a leading `--` meant for cargo (`bench -- --save-baseline`).
@@ -145,6 +156,28 @@ fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Bench(p) => cargo_cmd(&["bench", "-p", "enf-benches"], p.args),
         Cmd::ReproduceTable1(p) => enf(Some("reproduce-table1"), p.args),
         Cmd::Enf(p) => enf(None, p.args),
+        Cmd::BenchTorchdiffeq(p) => {
+            // The torch wheel's site folder: the parent of the libtorch folder `torch/`.
+            let site = tools.libtorch.path.parent().map(PathBuf::from);
+            let site = site
+                .filter(|s| s.join("torch").join("__init__.py").exists())
+                .context(
+                    "the torchdiffeq comparison needs the PyPI torch wheel; $LIBTORCH points at a \
+                     libtorch without its Python package (unset it to use the project's cache)",
+                )?;
+            let packages = toolchain::torchdiffeq_packages()?;
+            let reference = std::env::var_os("ENF_REFERENCE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo.join("../shared/data/reference-mcmc"));
+            let mut c = Command::new(toolchain::find_python()?);
+            c.current_dir(&repo)
+                .arg("benches/torchdiffeq/compare.py")
+                .arg("--reference-dir")
+                .arg(reference)
+                .args(p.args)
+                .env("PYTHONPATH", std::env::join_paths([packages, site])?);
+            c
+        }
     };
     spawn(command, &tools)
 }
@@ -225,7 +258,11 @@ mod tests {
     /// The pass-through arguments of a parsed command.
     fn passed(cmd: Cmd) -> Vec<String> {
         let p = match cmd {
-            Cmd::Test(p) | Cmd::Bench(p) | Cmd::ReproduceTable1(p) | Cmd::Enf(p) => p,
+            Cmd::Test(p)
+            | Cmd::Bench(p)
+            | Cmd::ReproduceTable1(p)
+            | Cmd::Enf(p)
+            | Cmd::BenchTorchdiffeq(p) => p,
             other => panic!("not a pass-through command: {other:?}"),
         };
         p.args

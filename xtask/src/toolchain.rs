@@ -303,7 +303,7 @@ fn libtorch_from_cache(cache: &Path, link: &Path) -> Result<Tool> {
              into {} (about 5 GB, a few minutes, once per user)",
             cache.join(&name).display()
         ));
-        pip_install(&python, partial, &format!("torch=={TORCH_VERSION}"))
+        pip_install(&python, partial, &[&format!("torch=={TORCH_VERSION}")])
     })?;
     let path = root.join("torch");
     Ok(Tool {
@@ -430,7 +430,7 @@ fn cmake_from_cache(cache: &Path, link: &Path) -> Result<Tool> {
             CMAKE_MIN.1,
             cache.join(&name).display()
         ));
-        pip_install(&python, partial, &format!("cmake=={CMAKE_PIN}"))
+        pip_install(&python, partial, &[&format!("cmake=={CMAKE_PIN}")])
     })?;
     Ok(Tool {
         path: bin_in(&root),
@@ -527,8 +527,41 @@ pub fn ensure_cached(
     Ok((done, true))
 }
 
+/// The reference's ODE solver and what it imports, for `cargo xtask bench-torchdiffeq`.
+pub const TORCHDIFFEQ_REQUIREMENTS: [&str; 3] =
+    ["torchdiffeq==0.2.5", "numpy==2.4.6", "scipy==1.17.1"];
+
+/// The Python packages of the torchdiffeq comparison in the per-user cache (installed with
+/// `pip --no-deps` on first use, so pip never pulls a second torch; the project's torch wheel
+/// provides it). Returns the folder to put on `PYTHONPATH`.
+pub fn torchdiffeq_packages() -> Result<PathBuf> {
+    let cache = cache_root_from(std::env::var_os("XDG_CACHE_HOME"), std::env::var_os("HOME"))?;
+    let check = |root: &Path| -> Result<()> {
+        for package in ["torchdiffeq", "numpy", "scipy"] {
+            ensure!(
+                root.join(package).join("__init__.py").exists(),
+                "{} has no {package} package",
+                root.display()
+            );
+        }
+        Ok(())
+    };
+    let (root, _) = ensure_cached(&cache, "torchdiffeq-0.2.5", check, |partial| {
+        let python = find_python()?;
+        note(&format!(
+            "installing {} from PyPI into {} (once per user)",
+            TORCHDIFFEQ_REQUIREMENTS.join(", "),
+            cache.display()
+        ));
+        let mut args = vec!["--no-deps"];
+        args.extend(TORCHDIFFEQ_REQUIREMENTS);
+        pip_install(&python, partial, &args)
+    })?;
+    Ok(root)
+}
+
 /// `python3` from `PATH`, checked to have a working pip.
-fn find_python() -> Result<PathBuf> {
+pub fn find_python() -> Result<PathBuf> {
     let python = find_on_path(OsStr::new("python3")).context(
         "python3 is needed (once) to install the toolchain from PyPI but is not on PATH: install \
          python3 and pip (Debian/Ubuntu: `apt-get install python3 python3-pip`), or set LIBTORCH \
@@ -553,7 +586,7 @@ fn find_python() -> Result<PathBuf> {
 
 /// `python3 -m pip install --no-input --disable-pip-version-check --target <target> <requirement>`,
 /// pip's output going to stderr.
-fn pip_install(python: &Path, target: &Path, requirement: &str) -> Result<()> {
+fn pip_install(python: &Path, target: &Path, requirements: &[&str]) -> Result<()> {
     let status = Command::new(python)
         .args([
             "-m",
@@ -564,17 +597,18 @@ fn pip_install(python: &Path, target: &Path, requirement: &str) -> Result<()> {
             "--target",
         ])
         .arg(target)
-        .arg(requirement)
+        .args(requirements)
         .stdin(Stdio::null())
         .stdout(std::io::stderr())
         .status()
         .with_context(|| format!("could not run {}", python.display()))?;
     ensure!(
         status.success(),
-        "`{} -m pip install --target {} {requirement}` failed ({status}); see pip's output above \
+        "`{} -m pip install --target {} {}` failed ({status}); see pip's output above \
          (no network access to PyPI? not enough disk space?)",
         python.display(),
-        target.display()
+        target.display(),
+        requirements.join(" ")
     );
     Ok(())
 }

@@ -1,15 +1,33 @@
-//! Explicit Runge-Kutta ODE solvers over states made of several libtorch tensors.
+//! Explicit Runge-Kutta ODE solvers over states made of several libtorch tensors, with gradients
+//! by backpropagation or by the adjoint method.
 //!
 //! The right-hand side is a trait ([`OdeRhs`]); a solver is a value ([`OdeSolver`]) holding a
 //! method and its [`SolverOptions`]; every solve returns [`SolveStats`] (function evaluations,
 //! accepted and rejected steps, last step size). Each method is a Butcher tableau ([`tableau`]),
-//! data driven by one generic stepper ([`stepper`]); adaptive step-size control and error norms are
-//! separate small pieces ([`control`]).
+//! data driven by one generic stepper ([`stepper`]) for fixed and adaptive steps alike; adaptive
+//! step-size control and error norms are separate small pieces ([`control`]).
 //!
-//! Gradients: the solver is written in differentiable tensor operations, so gradients flow through
-//! the accepted steps by ordinary backpropagation (step-size decisions are not differentiated, as in
-//! torchdiffeq). The adjoint method ([`adjoint`]) is the alternative: it integrates the adjoint ODE
-//! backwards, so memory stays flat in the number of steps.
+//! - Methods ([`Method`]): euler, midpoint, rk4 (fixed step); bosh3 (3(2)), dopri5 (5(4), the
+//!   default and the reference's) and tsit5 (5(4), Tsitouras 2011), all FSAL, adaptive.
+//! - Error control: per entry the error is scaled by `atol + rtol * max(|y0|, |y1|)`; the scaled
+//!   error of a state made of several tensors is reduced by [`ErrorNorm::MixedRms`] by default
+//!   (the largest of the components' root-mean-square norms, torchdiffeq's norm for tuple states)
+//!   or [`ErrorNorm::Rms`] (one RMS over all entries, SciPy's and Hairer's). A step is accepted
+//!   when that norm is at most 1. The first step is Hairer-Norsett-Wanner's heuristic; the step
+//!   update is Hairer's PI controller by default (`pi_beta = 0` gives the classic one).
+//! - Output at requested times: [`OdeSolver::solve_at`] lands exactly on each time of `t_eval`.
+//! - Errors ([`OdeError`]) are typed and carry the time: step-size underflow (with h), too many
+//!   steps, a non-finite state, derivative or error estimate, a failing right-hand side. Solvers
+//!   never write into the caller's tensors.
+//!
+//! Gradients, chosen per solve:
+//! - backpropagation through the solver: the solver is written in differentiable tensor
+//!   operations, so gradients flow through the accepted steps by ordinary autograd (step-size
+//!   decisions are not differentiated, as in torchdiffeq). No extra evaluations; memory grows
+//!   with the number of steps.
+//! - the adjoint method ([`adjoint`], Chen et al. 2018): solve forwards without a graph, then
+//!   integrate the adjoint ODE backwards ([`adjoint_gradients`]) with its own solver. Memory is
+//!   flat in the number of steps; the backward solve costs its own evaluations.
 
 pub mod adjoint;
 pub mod control;

@@ -288,7 +288,9 @@ impl OdeSolver {
         .clamp(o.min_step, max_step);
 
         // Scaled error of the last accepted step, for the PI controller.
-        let mut previous_ratio: f64 = 1e-4;
+        // Starts neutral (1), not at Hairer's 1e-4, which damps the first steps' growth by 0.69 and
+        // costs a whole step on short solves such as an initialised E-NF's (20 against 14 NFE).
+        let mut previous_ratio: f64 = 1.0;
         let mut last_rejected = false;
         for &target in &t_eval[1..] {
             while (target - t) * direction > 0.0 {

@@ -1,0 +1,94 @@
+//! criterion benchmarks of the ODE core, the same solves as `benches/torchdiffeq/compare.py` runs
+//! with torchdiffeq 0.2.5 (results side by side in docs/results/ode-benchmarks.md):
+//!
+//! - solver overhead: dopri5 at rtol = atol = 1e-6 on y' = -y over [0, 1] with a state of 1,000
+//!   and 100,000 f32 entries (the right-hand side is one op, so the time is the solver's);
+//! - an E-NF forward solve (log-likelihood with the Hutchinson trace, no parameter gradients) on
+//!   batches of 100 DW4 and LJ13 reference samples, dopri5 at 1e-4;
+//! - an E-NF training step (the same solve, gradients, AdamW) with backpropagation through the
+//!   solver and with the adjoint method.
+//!
+//! Everything on one thread (`training.workers = 1`, one libtorch thread), from the models' seeded
+//! initialisation; parameters are reset before every timed step. NFE are printed once per case.
+
+// criterion_group! defines an undocumented public function.
+#![allow(missing_docs)]
+
+use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
+use datasets::System;
+use enf_benches::{optimiser_with_reset, paper_model, reference_batch};
+use experiments::config::GradientMethod;
+use flow::{GradientMode, Noise, TraceEstimator};
+use ode::{OdeError, OdeSolver};
+use std::time::Duration;
+use tch::{Kind, Tensor};
+
+fn overhead(c: &mut Criterion) {
+    geometry::flush_denormals();
+    tch::set_num_threads(1);
+    let mut group = c.benchmark_group("ode_overhead");
+    let decay = |_t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> { Ok(vec![-&y[0]]) };
+    let solver = OdeSolver::dopri5(1e-6, 1e-6);
+    for n in [1_000i64, 100_000] {
+        let y0 = Tensor::ones([n], (Kind::Float, tch::Device::Cpu));
+        let solve = || tch::no_grad(|| solver.solve(&decay, 0.0, 1.0, &[y0.shallow_clone()]));
+        eprintln!("dopri5 on y' = -y, {n} floats: {:?}", solve().unwrap().1);
+        group.bench_function(format!("dopri5_decay_{n}_floats"), |b| b.iter(solve));
+    }
+    group.finish();
+}
+
+fn enf(c: &mut Criterion) {
+    let mut group = c.benchmark_group("enf");
+    // One iteration per sample: an LJ13 step with the adjoint takes seconds.
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(1));
+    group.measurement_time(Duration::from_secs(1));
+    for (system, file) in [
+        (System::Dw4, "train_split_DW4.npy"),
+        (System::Lj13, "val_split_LJ13-1000.npy"),
+    ] {
+        let name = system.name().to_lowercase();
+        let batch = reference_batch(system, file, 100);
+        let (mut config, model) = paper_model(system);
+        config.training.workers = 1;
+        let (mut opt, reset) = optimiser_with_reset(&model);
+
+        let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
+        let forward = || {
+            tch::manual_seed(1);
+            model
+                .flow
+                .log_likelihood(
+                    &batch.positions,
+                    &batch.masks,
+                    hutchinson,
+                    GradientMode::NoGrad,
+                )
+                .unwrap()
+        };
+        eprintln!("{name} forward solve: {:?}", forward().1);
+        group.bench_function(format!("{name}_forward_solve_batch100"), |b| {
+            b.iter(forward)
+        });
+
+        for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
+            config.training.gradients = method;
+            let mut step = || {
+                reset();
+                tch::manual_seed(1);
+                experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap()
+            };
+            eprintln!("{name} training step ({method:?}): {:.0} NFE", step().1);
+            group.bench_function(format!("{name}_training_step_batch100_{method:?}"), |b| {
+                b.iter(&mut step)
+            });
+        }
+        reset();
+    }
+    group.finish();
+}
+
+criterion_group!(benches, overhead, enf);
+criterion_main!(benches);
