@@ -11,6 +11,11 @@ between the solvers and the runtimes, not between two different networks:
 - an E-NF training step with backpropagation through the solver (odeint) and with the adjoint
   method (odeint_adjoint, as the reference trained).
 
+With `--train-dw4 EPOCHS` it instead trains the PyTorch E-NF on the first 1,000 samples of
+`train_split_DW4.npy` (batch 100, AdamW lr 5e-4, backpropagation through odeint) and prints the
+NFE per training step and the NLL of every epoch: how the reference solver's work grows as the
+flow learns, to set beside metrics.jsonl of a Rust run.
+
 Run it through `cargo xtask bench-torchdiffeq`, which installs torchdiffeq 0.2.5 and numpy next to
 the project's libtorch wheel; it prints one JSON object per case (median seconds, NFE).
 """
@@ -138,14 +143,49 @@ def report(case, seconds, nfe, threads):
     print(json.dumps({"case": case, "median_s": seconds, "nfe": nfe, "threads": threads}), flush=True)
 
 
+def train_dw4(reference_dir, epochs):
+    data = np.load(reference_dir / "train_split_DW4.npy")[:1000].astype(np.float32)
+    x_all = torch.from_numpy(data.reshape(-1, 4, 2))
+    x_all = x_all - x_all.mean(1, keepdim=True)
+    torch.manual_seed(0)
+    func = DensityFunc(EnfDynamics())
+    opt = torch.optim.AdamW(func.parameters(), lr=5e-4, weight_decay=1e-12, amsgrad=True)
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(x_all))
+        nfes, nlls, start = [], [], time.perf_counter()
+        for i in range(0, len(x_all), 100):
+            func.nfe = 0
+            opt.zero_grad()
+            loss = -log_likelihood(func, x_all[order[i : i + 100]], adjoint=False).mean()
+            loss.backward()
+            opt.step()
+            nfes.append(func.nfe)
+            nlls.append(loss.item())
+        print(
+            json.dumps(
+                {
+                    "epoch": epoch,
+                    "train_nll": statistics.mean(nlls),
+                    "train_nfe_per_step": statistics.mean(nfes),
+                    "seconds": time.perf_counter() - start,
+                }
+            ),
+            flush=True,
+        )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", type=Path, required=True)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--train-dw4", type=int, default=0, metavar="EPOCHS")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
+    if args.train_dw4 > 0:
+        train_dw4(args.reference_dir, args.train_dw4)
+        return
 
     for n in (1_000, 100_000):
         y0 = torch.ones(n)

@@ -150,7 +150,8 @@ pub struct RunConfig {
     #[serde(default)]
     pub training: TrainingConfig,
     /// The adjoint method's backward solve (with `training.gradients = "adjoint"`); absent: the
-    /// forward `solver` over the whole augmented state, as the reference's `odeint_adjoint`.
+    /// forward `solver`'s method and tolerances with the classic controller over the whole
+    /// augmented state, as the reference's `odeint_adjoint` ([`AdjointOptions::for_forward`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adjoint: Option<AdjointOptions>,
 }

@@ -135,15 +135,12 @@ impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
 
 impl<D: Dynamics> Cnf<D> {
     /// A flow with the given dynamics and solver and the centre-of-mass-free Gaussian prior; the
-    /// adjoint's backward solve uses the same solver over the whole augmented state (as the
+    /// adjoint's backward solve is [`AdjointOptions::for_forward`] of that solver (as the
     /// reference's `odeint_adjoint` does by default).
     pub fn new(dynamics: D, solver: OdeSolver) -> Self {
         Cnf {
             dynamics,
-            adjoint: AdjointOptions {
-                solver: solver.clone(),
-                seminorm: false,
-            },
+            adjoint: AdjointOptions::for_forward(&solver),
             solver,
             prior: CentredGaussian,
         }
