@@ -7,7 +7,6 @@ use experiments::config::RunConfig;
 use experiments::data::TensorBatch;
 use experiments::EnfModel;
 use std::path::PathBuf;
-use tch::nn::OptimizerConfig;
 use tch::{Kind, Tensor};
 
 /// The DW4 data set of the workspace's `data/` folder (generated on first use, a few seconds).
@@ -76,13 +75,8 @@ pub fn dw4_model() -> (RunConfig, EnfModel) {
 /// model's parameters back to their values now, so every timed step starts from the same model
 /// and the NFE does not drift as the optimiser changes it.
 pub fn optimiser_with_reset(model: &EnfModel) -> (tch::nn::Optimizer, impl Fn() + '_) {
-    let opt = tch::nn::AdamW {
-        wd: 1e-12,
-        amsgrad: true,
-        ..Default::default()
-    }
-    .build(&model.vs, 5e-4)
-    .expect("an optimiser over the model's parameters");
+    let opt = experiments::train::optimiser(model, &Default::default())
+        .expect("an optimiser over the model's parameters");
     let initial: Vec<Tensor> = model
         .vs
         .trainable_variables()

@@ -112,6 +112,9 @@ impl EquivariantConv {
     /// - `radial`: `||x_i - x_j||^2` as `[batch, nodes, nodes - 1, 1]` if the caller already has it.
     ///
     /// Returns `(h', x')` of the same shapes; padded nodes keep zero features and their positions.
+    // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op, which would overwrite
+    // values autograd saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(
         &self,
         h: &Tensor,

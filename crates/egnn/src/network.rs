@@ -63,6 +63,8 @@ impl Egnn {
     /// zero output features.
     ///
     /// Errors: [`EgnnError::Shape`] if `h`'s last dimension is not `in_node_nf` or ranks are wrong.
+    // `h = h * mask` on purpose: `*=` would be libtorch's in-place op inside an autograd graph.
+    #[allow(clippy::assign_op_pattern)]
     pub fn forward(
         &self,
         h: &Tensor,

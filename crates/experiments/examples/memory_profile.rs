@@ -8,9 +8,12 @@
 
 use datasets::{ensure_dataset, MiniBatches, System};
 use experiments::config::GradientMethod;
-use experiments::{data::TensorBatch, train::train_step, EnfModel, RunConfig};
+use experiments::{
+    data::TensorBatch,
+    train::{optimiser, train_step},
+    EnfModel, RunConfig,
+};
 use std::path::PathBuf;
-use tch::nn::OptimizerConfig;
 
 /// `(VmRSS, VmHWM)` in MiB.
 fn memory_mib() -> anyhow::Result<(f64, f64)> {
@@ -47,12 +50,7 @@ fn main() -> anyhow::Result<()> {
     tch::manual_seed(0);
     let model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     let t = &config.training;
-    let mut opt = tch::nn::AdamW {
-        wd: t.weight_decay,
-        amsgrad: t.amsgrad,
-        ..Default::default()
-    }
-    .build(&model.vs, t.lr)?;
+    let mut opt = optimiser(&model, t)?;
     let schedule = MiniBatches::new(
         dataset.splits.first_train(config.data.n_train)?.to_vec(),
         t.batch_size,

@@ -6,10 +6,14 @@
 //! step for the first training batches. The optimiser steps change the model, as in training.
 
 use datasets::{ensure_dataset, MiniBatches};
-use experiments::{checkpoint, data::TensorBatch, train::train_step, EnfModel, RunConfig};
+use experiments::{
+    checkpoint,
+    data::TensorBatch,
+    train::{optimiser, train_step},
+    EnfModel, RunConfig,
+};
 use std::path::PathBuf;
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
 
 fn main() -> anyhow::Result<()> {
     geometry::flush_denormals();
@@ -29,12 +33,7 @@ fn main() -> anyhow::Result<()> {
     let mut model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     checkpoint::load(&mut model.vs, &run_dir.join("last.safetensors"))?;
     let t = &config.training;
-    let mut opt = tch::nn::AdamW {
-        wd: t.weight_decay,
-        amsgrad: t.amsgrad,
-        ..Default::default()
-    }
-    .build(&model.vs, t.lr)?;
+    let mut opt = optimiser(&model, t)?;
     let schedule = MiniBatches::new(
         dataset.splits.first_train(config.data.n_train)?.to_vec(),
         t.batch_size,

@@ -8,7 +8,7 @@
 //! the last good checkpoint and every finished epoch's metrics intact.
 
 use crate::checkpoint;
-use crate::config::RunConfig;
+use crate::config::{RunConfig, TrainingConfig};
 use crate::data::TensorBatch;
 use crate::error::ExperimentError;
 use crate::evaluate::{evaluate_nll, Evaluation};
@@ -37,6 +37,22 @@ pub mod files {
     pub const LAST: &str = "last.safetensors";
     /// The final result.
     pub const RESULT: &str = "result.json";
+}
+
+/// The paper's optimiser for `model`: AdamW with the learning rate, weight decay and AMSGrad
+/// setting of `training`.
+///
+/// Errors: [`ExperimentError::Torch`] if libtorch cannot create it.
+pub fn optimiser(
+    model: &EnfModel,
+    training: &TrainingConfig,
+) -> Result<nn::Optimizer, ExperimentError> {
+    Ok(nn::AdamW {
+        wd: training.weight_decay,
+        amsgrad: training.amsgrad,
+        ..Default::default()
+    }
+    .build(&model.vs, training.lr)?)
 }
 
 /// One optimiser step on a batch: NLL with the training trace estimator (probes drawn once for
@@ -111,12 +127,7 @@ pub fn train(
 
     tch::manual_seed(t.seed as i64);
     let mut model = EnfModel::for_run(config, device)?;
-    let mut opt = nn::AdamW {
-        wd: t.weight_decay,
-        amsgrad: t.amsgrad,
-        ..Default::default()
-    }
-    .build(&model.vs, t.lr)?;
+    let mut opt = optimiser(&model, t)?;
 
     let train_idx = dataset.splits.first_train(config.data.n_train)?.to_vec();
     let schedule = MiniBatches::new(train_idx, t.batch_size, t.seed)?;

@@ -131,11 +131,24 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint()
     assert!(!datasets::atomic::partial_path(&best).exists());
 }
 
+/// The first `n` samples of `ds` as an f64 batch, with Rademacher probes for it.
+fn f64_batch(ds: &ParticleDataset, n: usize) -> (experiments::data::TensorBatch, flow::Probes) {
+    use flow::{Noise, TraceEstimator};
+    use tch::Kind;
+    let batch = datasets::Batch::gather(ds, &(0..n).collect::<Vec<_>>()).unwrap();
+    let batch = experiments::data::TensorBatch::from_batch(&batch, Kind::Double, tch::Device::Cpu);
+    let probes = TraceEstimator::Hutchinson(Noise::Rademacher).probes(
+        &batch.positions.size(),
+        &batch.masks.node,
+        Kind::Double,
+        tch::Device::Cpu,
+    );
+    (batch, probes)
+}
+
 #[test]
 fn adjoint_training_gradients_equal_backprop_gradients() {
-    use experiments::data::TensorBatch;
     use experiments::parallel::nll_gradients;
-    use flow::{Noise, TraceEstimator};
     use ode::OdeSolver;
     use tch::Kind;
     let _rng = geometry::testing::seeded(3);
@@ -146,14 +159,7 @@ fn adjoint_training_gradients_equal_backprop_gradients() {
     let mut model = EnfModel::new(&config.model, solver.clone(), tch::Device::Cpu).unwrap();
     model.flow.adjoint.solver = solver;
     model.vs.set_kind(Kind::Double);
-    let batch = datasets::Batch::gather(&ds, &(0..20).collect::<Vec<_>>()).unwrap();
-    let batch = TensorBatch::from_batch(&batch, Kind::Double, tch::Device::Cpu);
-    let probes = TraceEstimator::Hutchinson(Noise::Rademacher).probes(
-        &batch.positions.size(),
-        &batch.masks.node,
-        Kind::Double,
-        tch::Device::Cpu,
-    );
+    let (batch, probes) = f64_batch(&ds, 20);
     let params = model.vs.trainable_variables();
     let run = |method| nll_gradients(&model, &params, &batch, &probes, method, 2, "test").unwrap();
     let (nll_b, g_b, nfe_b) = run(GradientMethod::Backprop);
@@ -183,9 +189,7 @@ fn adjoint_training_gradients_equal_backprop_gradients() {
 
 #[test]
 fn sharded_gradients_equal_whole_batch_gradients() {
-    use experiments::data::TensorBatch;
     use experiments::parallel::{nll_gradients, set_gradients};
-    use flow::{Noise, TraceEstimator};
     use ode::{Method, OdeSolver};
     use tch::Kind;
     let _rng = geometry::testing::seeded(2);
@@ -200,14 +204,7 @@ fn sharded_gradients_equal_whole_batch_gradients() {
     )
     .unwrap();
     model.vs.set_kind(Kind::Double);
-    let batch = datasets::Batch::gather(&ds, &(0..30).collect::<Vec<_>>()).unwrap();
-    let batch = TensorBatch::from_batch(&batch, Kind::Double, tch::Device::Cpu);
-    let probes = TraceEstimator::Hutchinson(Noise::Rademacher).probes(
-        &batch.positions.size(),
-        &batch.masks.node,
-        Kind::Double,
-        tch::Device::Cpu,
-    );
+    let (batch, probes) = f64_batch(&ds, 30);
     let params = model.vs.trainable_variables();
     let backprop = GradientMethod::Backprop;
     let (nll1, g1, _) =

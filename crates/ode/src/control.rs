@@ -104,20 +104,13 @@ pub fn initial_step(
 ) -> Result<(f64, usize), OdeError> {
     let (rtol, atol) = tolerances;
     let n_err = n_err.min(y0.len());
-    let d0 = norm.norm(&scaled(
-        &y0[..n_err],
-        &y0[..n_err],
-        &y0[..n_err],
-        rtol,
-        atol,
-    ));
-    let d1 = norm.norm(&scaled(
-        &f0[..n_err],
-        &y0[..n_err],
-        &y0[..n_err],
-        rtol,
-        atol,
-    ));
+    // The norm of `v` scaled by the tolerances at y0, over the components under error control.
+    let scaled_norm = |v: &[Tensor]| {
+        let y = &y0[..n_err];
+        norm.norm(&scaled(&v[..n_err], y, y, rtol, atol))
+    };
+    let d0 = scaled_norm(y0);
+    let d1 = scaled_norm(f0);
     let h0 = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
@@ -134,13 +127,7 @@ pub fn initial_step(
         .zip(f0)
         .map(|(a, b)| a.detach() - b.detach())
         .collect();
-    let d2 = norm.norm(&scaled(
-        &diff[..n_err],
-        &y0[..n_err],
-        &y0[..n_err],
-        rtol,
-        atol,
-    )) / h0;
+    let d2 = scaled_norm(&diff) / h0;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h0 * 1e-3).max(1e-6)
     } else {

@@ -164,26 +164,19 @@ fn mismatched_cotangents_are_a_typed_error() {
     let model = Linear::new();
     let rhs = model.rhs();
     let ys = vec![y0(), y0()];
-    let short = vec![y0()];
-    let e = adjoint_gradients(
-        &AdjointOptions::default(),
-        &rhs,
-        &[],
-        &[0.0, 1.0],
-        &ys,
-        &short,
-    )
-    .unwrap_err();
+    let adjoint = |cotangents: &[Vec<Tensor>]| {
+        adjoint_gradients(
+            &AdjointOptions::default(),
+            &rhs,
+            &[],
+            &[0.0, 1.0],
+            &ys,
+            cotangents,
+        )
+        .unwrap_err()
+    };
+    let e = adjoint(&[y0()]);
     assert!(matches!(e, OdeError::InvalidOptions(_)), "{e}");
-    let wrong_shape = vec![y0(), vec![Tensor::zeros([2], F64), Tensor::zeros([1], F64)]];
-    let e = adjoint_gradients(
-        &AdjointOptions::default(),
-        &rhs,
-        &[],
-        &[0.0, 1.0],
-        &ys,
-        &wrong_shape,
-    )
-    .unwrap_err();
+    let e = adjoint(&[y0(), vec![Tensor::zeros([2], F64), Tensor::zeros([1], F64)]]);
     assert!(e.to_string().contains("cotangent"), "{e}");
 }

@@ -41,7 +41,10 @@ fn van_der_pol(_t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
     Ok(vec![Tensor::cat(&[y2, dy2], 0)])
 }
 
-fn problems() -> Vec<(Golden, fn(f64, &[Tensor]) -> Result<Vec<Tensor>, OdeError>)> {
+/// A right-hand side of a golden problem.
+type Rhs = fn(f64, &[Tensor]) -> Result<Vec<Tensor>, OdeError>;
+
+fn problems() -> Vec<(Golden, Rhs)> {
     let e: f64 = 0.3;
     let kepler0 = vec![1.0 - e, 0.0, 0.0, ((1.0 + e) / (1.0 - e)).sqrt()];
     vec![
