@@ -3,8 +3,8 @@
 mod common;
 
 use datasets::{
-    default_config, default_dw4_config, ensure_dataset, ensure_dataset_with, generate,
-    DatasetError, MetropolisConfig, ParticleDataset, Source, System,
+    default_config, default_dw4_config, ensure_dataset_with, generate, DatasetError,
+    MetropolisConfig, ParticleDataset, Source, System,
 };
 
 fn small_config() -> MetropolisConfig {
@@ -68,13 +68,8 @@ fn default_settings() {
     let c = default_dw4_config();
     assert_eq!(c.n_samples, 102_000);
     assert_eq!(c.proposal_std, 0.5);
-    assert!(matches!(
-        default_config(System::Lj13),
-        Err(DatasetError::UnsupportedSystem(_))
-    ));
-    let dir = tempfile::tempdir().unwrap();
-    assert!(matches!(
-        ensure_dataset(dir.path().join("lj.h5"), System::Lj13),
-        Err(DatasetError::UnsupportedSystem(_))
-    ));
+    let l = default_config(System::Lj13).unwrap();
+    assert_eq!(l.n_samples, 12_000);
+    assert_eq!(l.proposal_std, 0.05);
+    assert!(l.validate().is_ok() && c.validate().is_ok());
 }
