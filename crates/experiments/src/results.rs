@@ -93,3 +93,16 @@ impl RunResult {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// A value serde_json's default (fast) float parser reads back one ulp off: results must
+    /// round-trip exactly, so the workspace enables serde_json's `float_roundtrip`.
+    #[test]
+    fn json_floats_round_trip_exactly() {
+        for x in [1.2467723529999999f64, 0.1, 18.17728332519531, 1e-300] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
+}
