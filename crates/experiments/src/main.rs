@@ -24,7 +24,7 @@ enum Command {
     /// Reproduce cells of the paper's Table 1 (default: E-NF on DW4 with 1,000 samples, the paper's
     /// 300 epochs, one seed) and print them beside the paper's numbers.
     ReproduceTable1 {
-        /// Systems (dw4).
+        /// Systems (dw4, lj13; LJ13 data take about 2 minutes to generate on first use).
         #[arg(long = "system", default_value = "dw4", value_delimiter = ',')]
         systems: Vec<System>,
         /// Training-set sizes.
@@ -60,7 +60,7 @@ enum Command {
     },
     /// Generate a particle-system data set by Metropolis sampling (skipped if a valid file exists).
     GenerateData {
-        /// The system (dw4).
+        /// The system (dw4, lj13).
         #[arg(long, default_value = "dw4")]
         system: System,
         /// Output HDF5 file (default data/<system>.h5).
