@@ -34,6 +34,21 @@ pub trait Dynamics {
         h: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<Velocity, EgnnError>;
+
+    /// For dynamics over positions alone whose divergence has a closed form: the position
+    /// velocity `[batch, nodes, dims]` and its divergence `tr(dv/dx)` `[batch]` (over all nodes x
+    /// dims entries), both differentiable by autograd. The flow then uses it instead of a trace
+    /// estimator. `None` (the default): the flow estimates the trace.
+    ///
+    /// Errors: as [`Dynamics::velocity`].
+    fn velocity_and_divergence(
+        &self,
+        _t: f64,
+        _x: &Tensor,
+        _masks: &Masks,
+    ) -> Option<Result<(Tensor, Tensor), EgnnError>> {
+        None
+    }
 }
 
 /// The E-NF dynamics (FACTS.md section 1): an EGNN whose node input is the flow's features with the

@@ -11,11 +11,14 @@
 //! - [`network`]: the stack of convolutions with feature embeddings in and out ([`Egnn`]).
 //! - [`dynamics`]: the [`Dynamics`] trait (a velocity field over graphs) and [`EgnnDynamics`], the
 //!   E-NF dynamics that output a centred velocity.
+//! - [`kernel`]: [`KernelDynamics`], the kernel-dynamics baseline of Table 1 (closed-form
+//!   divergence).
 
 pub mod config;
 pub mod conv;
 pub mod dynamics;
 pub mod error;
+pub mod kernel;
 pub mod linear;
 pub mod masks;
 pub mod network;
@@ -25,5 +28,6 @@ pub use config::{Aggregation, EgnnConfig};
 pub use conv::EquivariantConv;
 pub use dynamics::{Dynamics, EgnnDynamics, Velocity};
 pub use error::EgnnError;
+pub use kernel::{KernelConfig, KernelDynamics};
 pub use masks::Masks;
 pub use network::Egnn;

@@ -87,13 +87,15 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             } else {
                 x.detach().set_requires_grad(true)
             };
-            let (v, tr) = match &self.trace {
-                TraceWork::Hutchinson(eps) => {
+            let closed_form = self.dynamics.velocity_and_divergence(t, &x_in, self.masks);
+            let (v, tr) = match (closed_form, &self.trace) {
+                (Some(result), _) => result?,
+                (None, TraceWork::Hutchinson(eps)) => {
                     let v = self.dynamics.velocity(t, &x_in, None, self.masks)?.x;
                     let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
                     (v, tr)
                 }
-                TraceWork::Exact(masks_rep) => {
+                (None, TraceWork::Exact(masks_rep)) => {
                     let size = x.size();
                     let d = size[1] * size[2];
                     let x_rep = x_in.repeat([d, 1, 1]);
@@ -155,7 +157,9 @@ impl<D: Dynamics> Cnf<D> {
 
     /// Encodes positions `x [batch, nodes, dims]` (centred here over the real nodes) into the
     /// latent space by integrating from t = 0 to t = 1, with the trace computed by `trace`.
-    /// Hutchinson probes are drawn once for this solve from the libtorch generator.
+    /// Hutchinson probes are drawn once for this solve from the libtorch generator. Dynamics with
+    /// a closed-form divergence ([`Dynamics::velocity_and_divergence`], e.g. kernel dynamics) use
+    /// it instead, whatever `trace` says: it is exact and cheaper.
     ///
     /// Errors: [`FlowError::Shape`] for non-rank-3 positions; [`FlowError::Ode`] when the solve
     /// fails (with the time: non-finite state, step-size underflow, too many steps).
