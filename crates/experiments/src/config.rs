@@ -2,7 +2,7 @@
 //! falls back to a default.
 
 use crate::error::ExperimentError;
-use egnn::EgnnConfig;
+use egnn::{EgnnConfig, KernelConfig};
 use flow::{Noise, TraceEstimator};
 use ode::{AdjointOptions, OdeSolver};
 use serde::{Deserialize, Serialize};
@@ -23,12 +23,49 @@ pub struct DataConfig {
     pub n_train: usize,
 }
 
+/// The flow's dynamics: E-NF or one of the paper's Table 1 baselines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FlowMethod {
+    /// The E-NF: EGNN dynamics ([`egnn::EgnnDynamics`]).
+    #[default]
+    Enf,
+    /// Kernel dynamics (Köhler et al. 2020) with a closed-form divergence
+    /// ([`egnn::KernelDynamics`]).
+    KernelDynamics,
+}
+
+impl FlowMethod {
+    /// The method's name in the paper's tables ("E-NF", "Kernel dynamics").
+    pub fn paper_name(self) -> &'static str {
+        match self {
+            FlowMethod::Enf => "E-NF",
+            FlowMethod::KernelDynamics => "Kernel dynamics",
+        }
+    }
+}
+
+impl std::str::FromStr for FlowMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "enf" | "e_nf" => Ok(FlowMethod::Enf),
+            "kernel_dynamics" | "kernel" => Ok(FlowMethod::KernelDynamics),
+            other => Err(format!("unknown method {other}: enf or kernel_dynamics")),
+        }
+    }
+}
+
 /// The model's hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// The EGNN dynamics.
+    /// Which dynamics the flow uses.
+    pub method: FlowMethod,
+    /// The EGNN dynamics (method `enf`).
     pub egnn: EgnnConfig,
+    /// The kernel dynamics (method `kernel_dynamics`).
+    pub kernel: KernelConfig,
 }
 
 /// Where the computation runs.
@@ -163,6 +200,21 @@ impl RunConfig {
     /// (DW4: 100, 1,000, 10,000, 100,000; LJ13: 10, 100, 1,000, 10,000); write a configuration file
     /// for other sizes.
     pub fn paper_cell(system: System, n_train: usize, seed: u64) -> Result<Self, ExperimentError> {
+        Self::paper_cell_for(FlowMethod::Enf, system, n_train, seed)
+    }
+
+    /// The paper's configuration of `method` for one cell of Table 1 (FACTS.md section 3): the
+    /// cell's epochs, batch size and evaluation interval; learning rate 5e-4 for E-NF and 1e-3 for
+    /// the baselines; kernel dynamics' distance kernels over [0, 8] for DW4 and [0, 4] for LJ13
+    /// (the range of their pair distances).
+    ///
+    /// Errors: as [`RunConfig::paper_cell`].
+    pub fn paper_cell_for(
+        method: FlowMethod,
+        system: System,
+        n_train: usize,
+        seed: u64,
+    ) -> Result<Self, ExperimentError> {
         let (epochs, batch_size, eval_every) = match (system, n_train) {
             (System::Dw4, 100) => (1000, 100, 20),
             (System::Dw4, 1_000) => (300, 100, 5),
@@ -188,9 +240,23 @@ impl RunConfig {
                 path: None,
                 n_train,
             },
-            model: ModelConfig::default(),
+            model: ModelConfig {
+                method,
+                kernel: KernelConfig {
+                    max_distance: match (method, system) {
+                        (FlowMethod::KernelDynamics, System::Lj13) => 4.0,
+                        _ => KernelConfig::default().max_distance,
+                    },
+                    ..KernelConfig::default()
+                },
+                ..ModelConfig::default()
+            },
             solver: OdeSolver::default(),
             training: TrainingConfig {
+                lr: match method {
+                    FlowMethod::Enf => 5e-4,
+                    _ => 1e-3,
+                },
                 epochs,
                 batch_size,
                 eval_every,

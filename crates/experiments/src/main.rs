@@ -24,6 +24,9 @@ enum Command {
     /// Reproduce cells of the paper's Table 1 (default: E-NF on DW4 with 1,000 samples, the paper's
     /// 300 epochs, one seed) and print them beside the paper's numbers.
     ReproduceTable1 {
+        /// Methods: enf, kernel_dynamics (the baselines implemented so far).
+        #[arg(long = "method", default_value = "enf", value_delimiter = ',')]
+        methods: Vec<experiments::config::FlowMethod>,
         /// Systems (dw4, lj13; LJ13 data take about 2 minutes to generate on first use).
         #[arg(long = "system", default_value = "dw4", value_delimiter = ',')]
         systems: Vec<System>,
@@ -129,6 +132,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::ReproduceTable1 {
+            methods,
             systems,
             n_train,
             seeds,
@@ -139,6 +143,7 @@ fn main() -> Result<()> {
         } => {
             let start = Instant::now();
             let options = Table1Options {
+                methods,
                 systems,
                 n_train,
                 seeds,

@@ -1,19 +1,56 @@
 //! The models of the paper, built from a configuration.
 
-use crate::config::{ModelConfig, RunConfig};
+use crate::config::{FlowMethod, ModelConfig, RunConfig};
 use crate::error::ExperimentError;
-use egnn::EgnnDynamics;
+use egnn::{Dynamics, EgnnDynamics, EgnnError, KernelDynamics, Masks, Velocity};
 use flow::Cnf;
 use ode::OdeSolver;
-use tch::nn;
+use tch::{nn, Tensor};
 
-/// An E-NF over positions: EGNN dynamics in a continuous normalizing flow. The var store owns the
-/// parameters (path `dynamics.egnn.*`).
+/// The dynamics of a run's flow, by [`FlowMethod`].
+#[derive(Debug)]
+pub enum FlowDynamics {
+    /// E-NF: EGNN dynamics.
+    Enf(EgnnDynamics),
+    /// Kernel dynamics (closed-form divergence).
+    Kernel(KernelDynamics),
+}
+
+impl Dynamics for FlowDynamics {
+    fn velocity(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<Velocity, EgnnError> {
+        match self {
+            FlowDynamics::Enf(d) => d.velocity(t, x, h, masks),
+            FlowDynamics::Kernel(d) => d.velocity(t, x, h, masks),
+        }
+    }
+
+    fn velocity_and_divergence(
+        &self,
+        t: f64,
+        x: &Tensor,
+        masks: &Masks,
+    ) -> Option<Result<(Tensor, Tensor), EgnnError>> {
+        match self {
+            FlowDynamics::Enf(d) => d.velocity_and_divergence(t, x, masks),
+            FlowDynamics::Kernel(d) => d.velocity_and_divergence(t, x, masks),
+        }
+    }
+}
+
+/// A flow over positions with the dynamics of `model.method` (E-NF by default). The var store owns
+/// the parameters (path `dynamics.*`: `dynamics.egnn.*` for E-NF, `dynamics.weights` and the
+/// kernels for kernel dynamics).
 pub struct EnfModel {
     /// The parameters.
     pub vs: nn::VarStore,
     /// The flow.
-    pub flow: Cnf<EgnnDynamics>,
+    pub flow: Cnf<FlowDynamics>,
 }
 
 impl std::fmt::Debug for EnfModel {
@@ -35,8 +72,14 @@ impl EnfModel {
         device: tch::Device,
     ) -> Result<Self, ExperimentError> {
         let vs = nn::VarStore::new(device);
-        let dynamics = EgnnDynamics::new(vs.root() / "dynamics", &config.egnn, 0)
-            .map_err(|e| ExperimentError::Model(e.to_string()))?;
+        let path = vs.root() / "dynamics";
+        let dynamics = match config.method {
+            FlowMethod::Enf => EgnnDynamics::new(path, &config.egnn, 0).map(FlowDynamics::Enf),
+            FlowMethod::KernelDynamics => {
+                KernelDynamics::new(path, &config.kernel).map(FlowDynamics::Kernel)
+            }
+        }
+        .map_err(|e| ExperimentError::Model(e.to_string()))?;
         Ok(EnfModel {
             vs,
             flow: Cnf::new(dynamics, solver),

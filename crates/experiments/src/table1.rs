@@ -1,6 +1,6 @@
 //! Table 1 of the paper: test NLL of flows on DW4 and LJ13 by number of training samples.
 
-use crate::config::{RunConfig, System};
+use crate::config::{FlowMethod, RunConfig, System};
 use crate::error::ExperimentError;
 use crate::results::RunResult;
 use crate::train::{files, train};
@@ -17,6 +17,14 @@ pub const PAPER: &[(&str, System, usize, f64)] = &[
     ("E-NF", System::Lj13, 100, 30.99),
     ("E-NF", System::Lj13, 1_000, 30.56),
     ("E-NF", System::Lj13, 10_000, 30.41),
+    ("Kernel dynamics", System::Dw4, 100, 8.74),
+    ("Kernel dynamics", System::Dw4, 1_000, 8.67),
+    ("Kernel dynamics", System::Dw4, 10_000, 8.42),
+    ("Kernel dynamics", System::Dw4, 100_000, 8.26),
+    ("Kernel dynamics", System::Lj13, 10, 35.03),
+    ("Kernel dynamics", System::Lj13, 100, 31.49),
+    ("Kernel dynamics", System::Lj13, 1_000, 31.17),
+    ("Kernel dynamics", System::Lj13, 10_000, 31.25),
 ];
 
 /// The paper's test NLL for a cell, if it reports one.
@@ -30,6 +38,8 @@ pub fn paper_nll(method: &str, system: System, n_train: usize) -> Option<f64> {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct Table1Options {
+    /// Methods (E-NF and the baselines implemented so far).
+    pub methods: Vec<FlowMethod>,
     /// Systems.
     pub systems: Vec<System>,
     /// Training-set sizes.
@@ -119,58 +129,83 @@ pub fn reproduce(options: &Table1Options) -> Result<Vec<Cell>, ExperimentError> 
             .data_dir
             .join(format!("{}.h5", system.name().to_lowercase()));
         let dataset = ensure_dataset(&data_path, system)?;
-        for &n_train in &options.n_train {
-            let mut cell = Cell {
-                method: "E-NF".into(),
-                system,
-                n_train,
-                runs: Vec::new(),
-            };
-            for &seed in &options.seeds {
-                let mut config = RunConfig::paper_cell(system, n_train, seed)?;
-                config.data.path = Some(data_path.clone());
-                if let Some(epochs) = options.epochs {
-                    config.training.epochs = epochs;
-                    config.training.eval_every = config.training.eval_every.min(epochs);
-                }
-                let run_dir = run_dir(&options.runs_dir, system, n_train, seed);
-                let result_path = run_dir.join(files::RESULT);
-                let result = match result_path.exists() {
-                    true => {
-                        // A finished run is never overwritten: reuse it, or say why not.
-                        let done = RunResult::read(&result_path)?;
-                        if done.config != config {
-                            return Err(ExperimentError::Config {
-                                key: result_path.display().to_string(),
-                                message: "holds a finished run with another configuration; move it away or choose another --runs-dir".into(),
-                            });
-                        }
-                        tracing::info!("reusing finished run {}", run_dir.display());
-                        done
-                    }
-                    false => {
-                        tracing::info!(
-                            "training E-NF on {} with {n_train} samples, seed {seed}, {} epochs -> {}",
-                            system.name(),
-                            config.training.epochs,
-                            run_dir.display()
-                        );
-                        train(&config, &dataset, &run_dir, options.progress)?
-                    }
-                };
-                tracing::info!("{}", result.summary());
-                cell.runs.push(result);
+        for &method in &options.methods {
+            for &n_train in &options.n_train {
+                cells.push(reproduce_cell(
+                    options, method, system, n_train, &data_path, &dataset,
+                )?);
             }
-            cells.push(cell);
         }
     }
     Ok(cells)
 }
 
-/// The run directory of one seed of one cell.
-pub fn run_dir(runs_dir: &Path, system: System, n_train: usize, seed: u64) -> PathBuf {
+/// Every seed of one cell: trained, or reused when finished with the same configuration.
+fn reproduce_cell(
+    options: &Table1Options,
+    method: FlowMethod,
+    system: System,
+    n_train: usize,
+    data_path: &Path,
+    dataset: &datasets::ParticleDataset,
+) -> Result<Cell, ExperimentError> {
+    let mut cell = Cell {
+        method: method.paper_name().into(),
+        system,
+        n_train,
+        runs: Vec::new(),
+    };
+    for &seed in &options.seeds {
+        let mut config = RunConfig::paper_cell_for(method, system, n_train, seed)?;
+        config.data.path = Some(data_path.to_path_buf());
+        if let Some(epochs) = options.epochs {
+            config.training.epochs = epochs;
+            config.training.eval_every = config.training.eval_every.min(epochs);
+        }
+        let run_dir = run_dir(&options.runs_dir, method, system, n_train, seed);
+        let result_path = run_dir.join(files::RESULT);
+        let result = if result_path.exists() {
+            // A finished run is never overwritten: reuse it, or say why not.
+            let done = RunResult::read(&result_path)?;
+            if done.config != config {
+                return Err(ExperimentError::Config {
+                    key: result_path.display().to_string(),
+                    message: "holds a finished run with another configuration; move it away or choose another --runs-dir".into(),
+                });
+            }
+            tracing::info!("reusing finished run {}", run_dir.display());
+            done
+        } else {
+            tracing::info!(
+                "training {} on {} with {n_train} samples, seed {seed}, {} epochs -> {}",
+                method.paper_name(),
+                system.name(),
+                config.training.epochs,
+                run_dir.display()
+            );
+            train(&config, dataset, &run_dir, options.progress)?
+        };
+        tracing::info!("{}", result.summary());
+        cell.runs.push(result);
+    }
+    Ok(cell)
+}
+
+/// The run directory of one seed of one cell: `<runs_dir>/table1/<system>-n<n>-seed<s>` for
+/// E-NF, with a `<method>-` prefix (`kernel_dynamics-`) for the baselines.
+pub fn run_dir(
+    runs_dir: &Path,
+    method: FlowMethod,
+    system: System,
+    n_train: usize,
+    seed: u64,
+) -> PathBuf {
+    let prefix = match method {
+        FlowMethod::Enf => String::new(),
+        FlowMethod::KernelDynamics => "kernel_dynamics-".into(),
+    };
     runs_dir.join("table1").join(format!(
-        "{}-n{n_train}-seed{seed}",
+        "{prefix}{}-n{n_train}-seed{seed}",
         system.name().to_lowercase()
     ))
 }

@@ -228,7 +228,7 @@ pub fn train(
     checkpoint::load(&mut model.vs, &run_dir.join(files::BEST))?;
     let test = evaluate_nll(&model, &test, t, t.test_trace, "test")?;
     let result = RunResult {
-        method: "E-NF".into(),
+        method: config.model.method.paper_name().into(),
         system: config.data.system.name().into(),
         n_train: config.data.n_train,
         seed: t.seed,
