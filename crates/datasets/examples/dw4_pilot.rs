@@ -14,7 +14,9 @@
 
 use std::time::Instant;
 
-use datasets::stats::{integrated_autocorrelation_time_chains, mean_std, pair_distances};
+use datasets::stats::{
+    integrated_autocorrelation_time_chains, mean_std, pair_distances, per_chain,
+};
 use datasets::{default_dw4_config, generate, metropolis, DoubleWell, Energy, MetropolisConfig};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -31,13 +33,6 @@ fn slow_observables(positions: &[f32]) -> (Vec<f64>, Vec<f64>) {
         .map(|p| p.iter().filter(|&&x| x < 4.0).count() as f64 / 6.0)
         .collect();
     (mean, short)
-}
-
-/// Splits an interleaved per-sample series into per-chain series.
-fn by_chain(v: &[f64], n_chains: usize) -> Vec<Vec<f64>> {
-    (0..n_chains)
-        .map(|k| v.iter().skip(k).step_by(n_chains).copied().collect())
-        .collect()
 }
 
 fn main() -> Result<(), datasets::DatasetError> {
@@ -94,8 +89,8 @@ fn main() -> Result<(), datasets::DatasetError> {
     println!(
         "   tau_int(E) = {:.0}, tau_int(mean d) = {:.0}, tau_int(short fraction) = {:.0} steps",
         10.0 * integrated_autocorrelation_time_chains(&s.energies_by_chain()),
-        10.0 * integrated_autocorrelation_time_chains(&by_chain(&d, c)),
-        10.0 * integrated_autocorrelation_time_chains(&by_chain(&short, c)),
+        10.0 * integrated_autocorrelation_time_chains(&per_chain(&d, c)),
+        10.0 * integrated_autocorrelation_time_chains(&per_chain(&short, c)),
     );
 
     // 3. The default data set.
@@ -128,9 +123,9 @@ fn main() -> Result<(), datasets::DatasetError> {
     println!(
         "   tau_int in samples of a chain (thin {}): E {:.2}, mean d {:.2}, short fraction {:.2}",
         base.thin,
-        integrated_autocorrelation_time_chains(&by_chain(energies, c)),
-        integrated_autocorrelation_time_chains(&by_chain(&d, c)),
-        integrated_autocorrelation_time_chains(&by_chain(&short, c)),
+        integrated_autocorrelation_time_chains(&per_chain(energies, c)),
+        integrated_autocorrelation_time_chains(&per_chain(&d, c)),
+        integrated_autocorrelation_time_chains(&per_chain(&short, c)),
     );
 
     // 4. Exact expectations by importance sampling.

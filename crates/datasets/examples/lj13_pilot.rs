@@ -13,28 +13,12 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use datasets::stats::{
-    integrated_autocorrelation_time_chains, mean_std, pair_distances, total_variation_noise,
-    Histogram,
+    energies, integrated_autocorrelation_time_chains, mean_pair_distances, mean_std,
+    pair_distances, per_chain, total_variation_noise, Histogram,
 };
 use datasets::{
-    default_lj13_config, metropolis, read_npy_positions, Energy, LennardJones, MetropolisConfig,
+    default_lj13_config, metropolis, read_npy_positions, LennardJones, MetropolisConfig,
 };
-
-/// Per-sample mean pair distance.
-fn mean_pair_distance(positions: &[f32]) -> Vec<f64> {
-    pair_distances(positions, 13, 3)
-        .expect("LJ13 positions")
-        .chunks_exact(78)
-        .map(|p| p.iter().sum::<f64>() / 78.0)
-        .collect()
-}
-
-/// Splits an interleaved per-sample series into per-chain series.
-fn by_chain(v: &[f64], n_chains: usize) -> Vec<Vec<f64>> {
-    (0..n_chains)
-        .map(|k| v.iter().skip(k).step_by(n_chains).copied().collect())
-        .collect()
-}
 
 fn main() -> Result<(), datasets::DatasetError> {
     let energy = LennardJones::lj13();
@@ -58,7 +42,7 @@ fn main() -> Result<(), datasets::DatasetError> {
         t.elapsed().as_secs_f64(),
         s.acceptance_rate
     );
-    let d = mean_pair_distance(&s.positions);
+    let d = mean_pair_distances(&s.positions, 13, 3)?;
     for round in [0usize, 1, 2, 4, 9, 14, 19, 24, 29, 34, 39] {
         let r = round * relax.n_chains..(round + 1) * relax.n_chains;
         println!(
@@ -77,9 +61,9 @@ fn main() -> Result<(), datasets::DatasetError> {
         ..base.clone()
     };
     let s = metropolis(&energy, &every_100)?;
-    let d = mean_pair_distance(&s.positions);
-    let tau_e = integrated_autocorrelation_time_chains(&by_chain(&s.energies, 200));
-    let tau_d = integrated_autocorrelation_time_chains(&by_chain(&d, 200));
+    let d = mean_pair_distances(&s.positions, 13, 3)?;
+    let tau_e = integrated_autocorrelation_time_chains(&per_chain(&s.energies, 200));
+    let tau_d = integrated_autocorrelation_time_chains(&per_chain(&d, 200));
     println!(
         "2. at equilibrium (after {} steps), in steps: energy tau = {:.0}, mean pair distance tau = {:.0}",
         base.burn_in,
@@ -106,13 +90,10 @@ fn main() -> Result<(), datasets::DatasetError> {
         t.elapsed().as_secs_f64(),
         g.acceptance_rate
     );
-    let ref_energy: Vec<f64> = reference
-        .chunks_exact(39)
-        .map(|x| energy.energy(&x.iter().map(|&v| v as f64).collect::<Vec<_>>()))
-        .collect();
+    let ref_energy = energies(&energy, &reference);
     let (gd, rd) = (
-        mean_pair_distance(&g.positions),
-        mean_pair_distance(&reference),
+        mean_pair_distances(&g.positions, 13, 3)?,
+        mean_pair_distances(&reference, 13, 3)?,
     );
     for (name, a, b) in [
         ("energy", &g.energies, &ref_energy),
@@ -120,7 +101,7 @@ fn main() -> Result<(), datasets::DatasetError> {
     ] {
         let (ma, sa) = mean_std(a);
         let (mb, sb) = mean_std(b);
-        let tau = integrated_autocorrelation_time_chains(&by_chain(a, config.n_chains)).max(1.0);
+        let tau = integrated_autocorrelation_time_chains(&per_chain(a, config.n_chains)).max(1.0);
         let se = (sa * sa * tau / a.len() as f64 + sb * sb / b.len() as f64).sqrt();
         println!(
             "   {name}: generated {ma:.4} (std {sa:.3}, tau {tau:.2} samples), reference {mb:.4} (std {sb:.3}), z = {:.2}",

@@ -41,6 +41,40 @@ pub fn pair_distances(positions: &[f32], n_particles: usize, n_dims: usize) -> R
     Ok(out)
 }
 
+/// The mean pair distance of every sample, `[N]`, for positions as in [`pair_distances`].
+///
+/// # Errors
+/// As [`pair_distances`].
+pub fn mean_pair_distances(
+    positions: &[f32],
+    n_particles: usize,
+    n_dims: usize,
+) -> Result<Vec<f64>> {
+    let n_pairs = (n_particles * n_particles.saturating_sub(1) / 2).max(1);
+    Ok(pair_distances(positions, n_particles, n_dims)?
+        .chunks_exact(n_pairs)
+        .map(|p| p.iter().sum::<f64>() / n_pairs as f64)
+        .collect())
+}
+
+/// The energy of every sample of float32 positions `[N, M, n]` (`M` and `n` from `energy`).
+pub fn energies(energy: &(impl crate::Energy + ?Sized), positions: &[f32]) -> Vec<f64> {
+    let per = (energy.n_particles() * energy.n_dims()).max(1);
+    positions
+        .chunks_exact(per)
+        .map(|x| energy.energy(&x.iter().map(|&v| v as f64).collect::<Vec<_>>()))
+        .collect()
+}
+
+/// De-interleaves a per-sample series of [`crate::metropolis`]'s output (sample `s` from chain
+/// `s % n_chains`) into one series per chain, for
+/// [`integrated_autocorrelation_time_chains`].
+pub fn per_chain(v: &[f64], n_chains: usize) -> Vec<Vec<f64>> {
+    (0..n_chains.max(1))
+        .map(|k| v.iter().skip(k).step_by(n_chains.max(1)).copied().collect())
+        .collect()
+}
+
 /// Mean and sample standard deviation (divisor `len − 1`) of `xs`. Returns `(NaN, NaN)` for an
 /// empty slice and a standard deviation of 0 for a single value.
 pub fn mean_std(xs: &[f64]) -> (f64, f64) {

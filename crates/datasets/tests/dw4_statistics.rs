@@ -8,8 +8,8 @@ mod common;
 use std::sync::OnceLock;
 
 use datasets::stats::{
-    integrated_autocorrelation_time_chains, mean_std, pair_distances, total_variation_noise,
-    Histogram,
+    integrated_autocorrelation_time_chains, mean_std, pair_distances, per_chain,
+    total_variation_noise, Histogram,
 };
 use datasets::{default_dw4_config, metropolis, read_npy_positions, DoubleWell, Energy, Samples};
 
@@ -52,18 +52,11 @@ fn stats(positions: &[f32]) -> Stats {
     }
 }
 
-/// De-interleaves a per-sample series into per-chain series (sample s from chain s % n_chains).
-fn by_chain(v: &[f64], n_chains: usize) -> Vec<Vec<f64>> {
-    (0..n_chains)
-        .map(|k| v.iter().skip(k).step_by(n_chains).copied().collect())
-        .collect()
-}
-
 /// Mean and standard error of the mean of a generated per-sample series, the error using the
 /// pooled integrated autocorrelation time of the chains (at least 1).
 fn mean_se(v: &[f64], n_chains: usize) -> (f64, f64, f64) {
     let (m, s) = mean_std(v);
-    let tau = integrated_autocorrelation_time_chains(&by_chain(v, n_chains)).max(1.0);
+    let tau = integrated_autocorrelation_time_chains(&per_chain(v, n_chains)).max(1.0);
     (m, s * (tau / v.len() as f64).sqrt(), tau)
 }
 

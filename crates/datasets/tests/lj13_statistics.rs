@@ -7,25 +7,10 @@
 mod common;
 
 use datasets::stats::{
-    integrated_autocorrelation_time_chains, mean_std, pair_distances, total_variation_noise,
-    Histogram,
+    energies, integrated_autocorrelation_time_chains, mean_pair_distances, mean_std,
+    pair_distances, per_chain, total_variation_noise, Histogram,
 };
-use datasets::{default_lj13_config, metropolis, read_npy_positions, Energy, LennardJones};
-
-/// Per-sample mean of the 78 pair distances.
-fn mean_pair_distance(positions: &[f32]) -> Vec<f64> {
-    pair_distances(positions, 13, 3)
-        .unwrap()
-        .chunks_exact(78)
-        .map(|p| p.iter().sum::<f64>() / 78.0)
-        .collect()
-}
-
-fn by_chain(v: &[f64], n_chains: usize) -> Vec<Vec<f64>> {
-    (0..n_chains)
-        .map(|k| v.iter().skip(k).step_by(n_chains).copied().collect())
-        .collect()
-}
+use datasets::{default_lj13_config, metropolis, read_npy_positions, LennardJones};
 
 #[test]
 fn generated_lj13_matches_the_reference_samples() {
@@ -53,13 +38,10 @@ fn generated_lj13_matches_the_reference_samples() {
     );
     assert!((0.05..0.10).contains(&g.acceptance_rate));
 
-    let ref_energy: Vec<f64> = reference
-        .chunks_exact(39)
-        .map(|x| lj.energy(&x.iter().map(|&v| v as f64).collect::<Vec<_>>()))
-        .collect();
+    let ref_energy = energies(&lj, &reference);
     let (gd, rd) = (
-        mean_pair_distance(&g.positions),
-        mean_pair_distance(&reference),
+        mean_pair_distances(&g.positions, 13, 3).unwrap(),
+        mean_pair_distances(&reference, 13, 3).unwrap(),
     );
     for (name, a, b) in [
         ("mean energy", &g.energies, &ref_energy),
@@ -69,7 +51,7 @@ fn generated_lj13_matches_the_reference_samples() {
         let (mb, sb) = mean_std(b);
         // Our samples' standard error uses the chains' integrated autocorrelation time; the
         // reference is taken as independent samples (its own correlations would only widen it).
-        let tau = integrated_autocorrelation_time_chains(&by_chain(a, config.n_chains)).max(1.0);
+        let tau = integrated_autocorrelation_time_chains(&per_chain(a, config.n_chains)).max(1.0);
         let se = (sa * sa * tau / a.len() as f64 + sb * sb / b.len() as f64).sqrt();
         let z = (ma - mb) / se;
         eprintln!(

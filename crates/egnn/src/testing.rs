@@ -3,8 +3,9 @@
 //! coordinate updates tiny, which would let an equivariance bug hide below round-off).
 
 use crate::config::EgnnConfig;
-use crate::dynamics::EgnnDynamics;
+use crate::dynamics::{Dynamics, EgnnDynamics};
 use crate::error::EgnnError;
+use crate::masks::Masks;
 use tch::{nn, Device, Kind, Tensor};
 
 /// E-NF dynamics for particle systems (no node features) with `config`, every parameter redrawn
@@ -33,4 +34,30 @@ pub fn random_dynamics(
         }
     });
     Ok((vs, dynamics))
+}
+
+/// The trace of the Jacobian of the position velocity, `tr(dv/dx)` per graph `[batch]`, built
+/// column by column: one vector-Jacobian product per state entry (nodes x dims of them) on
+/// positions `x [batch, nodes, dims]` at time `t`. The slow, obviously correct reference that
+/// batched and closed-form traces are tested against.
+///
+/// Errors: the dynamics' errors; [`EgnnError::Torch`] if libtorch cannot differentiate.
+pub fn trace_by_columns(
+    dynamics: &impl Dynamics,
+    t: f64,
+    x: &Tensor,
+    masks: &Masks,
+) -> Result<Tensor, EgnnError> {
+    let x = x.detach().set_requires_grad(true);
+    let v = dynamics.velocity(t, &x, None, masks)?.x;
+    let size = x.size();
+    let mut total = Tensor::zeros([size[0]], (x.kind(), x.device()));
+    for i in 0..size[1] {
+        for k in 0..size[2] {
+            let column = v.select(1, i).select(1, k).sum(x.kind());
+            let g = Tensor::f_run_backward(&[column], &[&x], true, false)?.remove(0);
+            total += g.select(1, i).select(1, k);
+        }
+    }
+    Ok(total)
 }

@@ -1,7 +1,7 @@
 //! The mathematics of the flow, in f64: prior, traces, invariance of the likelihood, inversion,
 //! and finiteness at degenerate configurations.
 
-use egnn::testing::random_dynamics;
+use egnn::testing::{random_dynamics, trace_by_columns};
 use egnn::{Dynamics, EgnnConfig, EgnnDynamics, Masks};
 use flow::trace::{exact_from_replicas, hutchinson};
 use flow::{CentredGaussian, Cnf, GradientMode, Noise, TraceEstimator};
@@ -20,24 +20,6 @@ fn dynamics(seed: i64, std: f64) -> (VarStore, EgnnDynamics) {
 fn dw4_batch(batch: i64, seed: i64) -> Tensor {
     tch::manual_seed(seed); // the caller holds the generator's lock
     geometry::centre(&(Tensor::randn([batch, 4, 2], F64) * 1.5), None).unwrap()
-}
-
-/// The Jacobian's trace built column by column: D separate vector-Jacobian products.
-fn trace_by_columns(dynamics: &EgnnDynamics, x: &Tensor, masks: &Masks) -> Tensor {
-    let x = x.detach().set_requires_grad(true);
-    let v = dynamics.velocity(0.3, &x, None, masks).unwrap().x;
-    let size = x.size();
-    let mut total = Tensor::zeros([size[0]], F64);
-    for i in 0..size[1] {
-        for k in 0..size[2] {
-            let column = v.select(1, i).select(1, k).sum(Kind::Double);
-            let g = Tensor::run_backward(&[column], &[&x], true, false)
-                .pop()
-                .unwrap();
-            total += g.select(1, i).select(1, k);
-        }
-    }
-    total
 }
 
 #[test]
@@ -71,7 +53,7 @@ fn batched_exact_trace_equals_the_jacobian_trace_column_by_column() {
     let (_vs, dynamics) = dynamics(1, 0.5);
     let x = dw4_batch(3, 4);
     let masks = Masks::full(3, 4, Kind::Double, Device::Cpu);
-    let reference = trace_by_columns(&dynamics, &x, &masks);
+    let reference = trace_by_columns(&dynamics, 0.3, &x, &masks).unwrap();
     let x_rep = x.repeat([8, 1, 1]).set_requires_grad(true);
     let v_rep = dynamics
         .velocity(0.3, &x_rep, None, &masks.repeat(8))
@@ -90,7 +72,9 @@ fn hutchinson_mean_matches_the_exact_trace_within_three_standard_errors() {
     let (_vs, dynamics) = dynamics(2, 0.5);
     let x = dw4_batch(1, 5);
     let masks1 = Masks::full(1, 4, Kind::Double, Device::Cpu);
-    let exact = trace_by_columns(&dynamics, &x, &masks1).double_value(&[0]);
+    let exact = trace_by_columns(&dynamics, 0.3, &x, &masks1)
+        .unwrap()
+        .double_value(&[0]);
     for noise in [Noise::Rademacher, Noise::Gaussian] {
         // 4,000 independent probes of the same point, as one batch.
         let k = 4000;
