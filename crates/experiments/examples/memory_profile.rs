@@ -6,11 +6,11 @@
 //! size (VmRSS) and its peak so far (VmHWM) from /proc/self/status, with the step's NFE. Run one
 //! gradient method per process: the peak is per process.
 
-use datasets::{ensure_dataset, MiniBatches, System};
+use datasets::{ensure_dataset, System};
 use experiments::config::GradientMethod;
 use experiments::{
     data::TensorBatch,
-    train::{optimiser, train_step},
+    train::{optimiser, train_step, training_schedule},
     EnfModel, RunConfig,
 };
 use std::path::PathBuf;
@@ -51,11 +51,7 @@ fn main() -> anyhow::Result<()> {
     let model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     let t = &config.training;
     let mut opt = optimiser(&model, t)?;
-    let schedule = MiniBatches::new(
-        dataset.splits.first_train(config.data.n_train)?.to_vec(),
-        t.batch_size,
-        t.seed,
-    )?;
+    let schedule = training_schedule(&config, &dataset)?;
     let per_epoch = config.data.n_train.div_ceil(t.batch_size);
     let mut step = 0;
     'epochs: for epoch in 0u64.. {

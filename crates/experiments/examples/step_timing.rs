@@ -5,11 +5,11 @@
 //! loads `<run_dir>/config.toml` and `<run_dir>/last.safetensors` and prints seconds and NFE per
 //! step for the first training batches. The optimiser steps change the model, as in training.
 
-use datasets::{ensure_dataset, MiniBatches};
+use datasets::ensure_dataset;
 use experiments::{
     checkpoint,
     data::TensorBatch,
-    train::{optimiser, train_step},
+    train::{optimiser, train_step, training_schedule},
     EnfModel, RunConfig,
 };
 use std::path::PathBuf;
@@ -34,11 +34,7 @@ fn main() -> anyhow::Result<()> {
     checkpoint::load(&mut model.vs, &run_dir.join("last.safetensors"))?;
     let t = &config.training;
     let mut opt = optimiser(&model, t)?;
-    let schedule = MiniBatches::new(
-        dataset.splits.first_train(config.data.n_train)?.to_vec(),
-        t.batch_size,
-        t.seed,
-    )?;
+    let schedule = training_schedule(&config, &dataset)?;
     let (mut seconds, mut nfes) = (Vec::new(), Vec::new());
     for (i, batch) in schedule.epoch(&dataset, 1)?.cycle().take(steps).enumerate() {
         let batch = TensorBatch::from_batch(&batch, tch::Kind::Float, tch::Device::Cpu);

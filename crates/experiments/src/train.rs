@@ -39,6 +39,20 @@ pub mod files {
     pub const RESULT: &str = "result.json";
 }
 
+/// The mini-batches of a run: its first `data.n_train` training samples, shuffled per epoch with
+/// `training.seed`, in batches of `training.batch_size`.
+///
+/// Errors: [`ExperimentError::Data`] when the data set has fewer training samples or the batch size
+/// is invalid.
+pub fn training_schedule(
+    config: &RunConfig,
+    dataset: &ParticleDataset,
+) -> Result<MiniBatches, ExperimentError> {
+    let t = &config.training;
+    let train_idx = dataset.splits.first_train(config.data.n_train)?.to_vec();
+    Ok(MiniBatches::new(train_idx, t.batch_size, t.seed)?)
+}
+
 /// The paper's optimiser for `model`: AdamW with the learning rate, weight decay and AMSGrad
 /// setting of `training`.
 ///
@@ -129,8 +143,7 @@ pub fn train(
     let mut model = EnfModel::for_run(config, device)?;
     let mut opt = optimiser(&model, t)?;
 
-    let train_idx = dataset.splits.first_train(config.data.n_train)?.to_vec();
-    let schedule = MiniBatches::new(train_idx, t.batch_size, t.seed)?;
+    let schedule = training_schedule(config, dataset)?;
     let val = TensorBatch::from_batch(&dataset.split_batch(SplitName::Val)?, Kind::Float, device);
     let test = TensorBatch::from_batch(&dataset.split_batch(SplitName::Test)?, Kind::Float, device);
 
