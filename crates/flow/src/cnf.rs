@@ -186,20 +186,8 @@ impl<D: Dynamics> Cnf<D> {
         probes: Probes,
         mode: GradientMode,
     ) -> Result<Encoded, FlowError> {
-        expect_positions(x)?;
-        masks.check_fits(x)?;
-        let size = x.size();
-        let trace = self.trace_work(probes, &size, masks)?;
-        let node_mask = (!masks.all_real).then_some(&masks.node);
-        let x = geometry::centre(x, node_mask)?;
-        let rhs = DensityRhs {
-            dynamics: &self.dynamics,
-            masks,
-            trace,
-            create_graph: mode == GradientMode::Backprop,
-        };
-        let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
-        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &[x, log_det0]))?;
+        let (rhs, y0) = self.density_problem(x, masks, probes, mode == GradientMode::Backprop)?;
+        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &y0))?;
         let log_det = y.pop().unwrap_or_else(Tensor::new);
         let z = y.pop().unwrap_or_else(Tensor::new);
         Ok(Encoded { z, log_det, stats })
@@ -254,20 +242,7 @@ impl<D: Dynamics> Cnf<D> {
         params: &[Tensor],
         loss: impl FnOnce(&Tensor) -> Tensor,
     ) -> Result<AdjointLikelihood, FlowError> {
-        expect_positions(x)?;
-        masks.check_fits(x)?;
-        let size = x.size();
-        let trace = self.trace_work(probes, &size, masks)?;
-        let node_mask = (!masks.all_real).then_some(&masks.node);
-        let x0 = geometry::centre(&x.detach(), node_mask)?;
-        let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
-        let forward_rhs = DensityRhs {
-            dynamics: &self.dynamics,
-            masks,
-            trace,
-            create_graph: false,
-        };
-        let y0 = vec![x0, log_det0];
+        let (forward_rhs, y0) = self.density_problem(&x.detach(), masks, probes, false)?;
         let (y1, forward) = tch::no_grad(|| self.solver.solve(&forward_rhs, 0.0, 1.0, &y0))?;
 
         // dL/dz and dL/d(log det) from the loss of log p_Z(z) + log det.
@@ -301,6 +276,7 @@ impl<D: Dynamics> Cnf<D> {
             &[zeros, cotangents],
         )?;
         // x0 = centre(x) is a linear projection; its adjoint is the same projection.
+        let node_mask = (!masks.all_real).then_some(&masks.node);
         let grad_x = geometry::centre(&grads.y0[0], node_mask)?;
         Ok(AdjointLikelihood {
             loss: loss_value,
@@ -310,6 +286,31 @@ impl<D: Dynamics> Cnf<D> {
             forward,
             backward: grads.stats,
         })
+    }
+
+    /// The augmented problem of a density solve: its right-hand side and initial state
+    /// `[centre(x), 0]`, after checking the positions, the masks and the probes.
+    fn density_problem<'a>(
+        &'a self,
+        x: &Tensor,
+        masks: &'a Masks,
+        probes: Probes,
+        create_graph: bool,
+    ) -> Result<(DensityRhs<'a, D>, Vec<Tensor>), FlowError> {
+        expect_positions(x)?;
+        masks.check_fits(x)?;
+        let size = x.size();
+        let trace = self.trace_work(probes, &size, masks)?;
+        let node_mask = (!masks.all_real).then_some(&masks.node);
+        let x0 = geometry::centre(x, node_mask)?;
+        let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
+        let rhs = DensityRhs {
+            dynamics: &self.dynamics,
+            masks,
+            trace,
+            create_graph,
+        };
+        Ok((rhs, vec![x0, log_det0]))
     }
 
     /// The trace work of a solve on positions of `size`, checking the probes' shape.

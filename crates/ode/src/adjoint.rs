@@ -209,25 +209,20 @@ pub fn adjoint_gradients(
         })?;
         stats += s;
         g = out.split_off(2 * n);
-        a = out.split_off(n);
-        for (ai, gi) in a.iter_mut().zip(&grad_ys[i - 1]) {
-            if i > 1 {
-                *ai = &*ai + gi.detach();
-            }
-        }
+        // The loss's direct dependence on y(t_{i-1}) joins the adjoint there.
+        a = out
+            .split_off(n)
+            .iter()
+            .zip(&grad_ys[i - 1])
+            .map(|(ai, gi)| ai + gi.detach())
+            .collect();
     }
-    // dL/dy(t_0) includes the loss's direct dependence on y(t_0).
-    let y0: Vec<Tensor> = a
-        .iter()
-        .zip(&grad_ys[0])
-        .map(|(ai, gi)| ai + gi.detach())
-        .collect();
     let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
     for (slot, gi) in trainable.into_iter().zip(g) {
         grads[slot] = Some(gi);
     }
     Ok(AdjointGradients {
-        y0,
+        y0: a,
         params: grads,
         stats,
     })
