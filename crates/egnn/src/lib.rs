@@ -11,23 +11,30 @@
 //! - [`network`]: the stack of convolutions with feature embeddings in and out ([`Egnn`]).
 //! - [`dynamics`]: the [`Dynamics`] trait (a velocity field over graphs) and [`EgnnDynamics`], the
 //!   E-NF dynamics that output a centred velocity.
-//! - [`kernel`]: [`KernelDynamics`], the kernel-dynamics baseline of Table 1 (closed-form
-//!   divergence).
+//! - The baselines of the paper's Table 1, each a [`Dynamics`] the same flow can use:
+//!   [`gnn`] ([`GnnDynamics`]: GNF, GNF-att, GNF-att-aug; permutation but not E(n) equivariant),
+//!   [`simple`] ([`SimpleDynamics`]: gradient of a learned pair potential) and [`kernel`]
+//!   ([`KernelDynamics`]: RBF kernels in distance and time). The last two have closed-form
+//!   divergences.
 
 pub mod config;
 pub mod conv;
 pub mod dynamics;
 pub mod error;
+pub mod gnn;
 pub mod kernel;
 pub mod linear;
 pub mod masks;
 pub mod network;
+pub mod simple;
 pub mod testing;
 
 pub use config::{Aggregation, EgnnConfig};
 pub use conv::EquivariantConv;
 pub use dynamics::{Dynamics, EgnnDynamics, Velocity};
 pub use error::EgnnError;
+pub use gnn::{GnnDynamics, GraphConv};
 pub use kernel::{KernelConfig, KernelDynamics};
 pub use masks::Masks;
 pub use network::Egnn;
+pub use simple::{SimpleConfig, SimpleDynamics};

@@ -24,16 +24,26 @@ pub fn random_dynamics(
     let mut vs = nn::VarStore::new(Device::Cpu);
     let dynamics = EgnnDynamics::new(vs.root(), config, 0)?;
     vs.set_kind(kind);
-    // In name order: the var store's map iterates in a different order in every process.
-    let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    randomise_parameters(&vs, std);
+    Ok((vs, dynamics))
+}
+
+/// Redraws every trainable variable of `vs` from N(0, `std`^2) with libtorch's generator, in name
+/// order (the var store's map iterates in a different order in every process); fixed variables
+/// (kernel centres) are kept. Seed the generator first for reproducible draws.
+pub fn randomise_parameters(vs: &nn::VarStore, std: f64) {
+    let mut variables: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .collect();
     variables.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
         for (_, mut v) in variables {
-            let draw = Tensor::randn(v.size(), (kind, Device::Cpu)) * std;
+            let draw = Tensor::randn(v.size(), (v.kind(), v.device())) * std;
             v.copy_(&draw);
         }
     });
-    Ok((vs, dynamics))
 }
 
 /// The trace of the Jacobian of the position velocity, `tr(dv/dx)` per graph `[batch]`, built

@@ -2,7 +2,7 @@
 //! falls back to a default.
 
 use crate::error::ExperimentError;
-use egnn::{EgnnConfig, KernelConfig};
+use egnn::{EgnnConfig, KernelConfig, SimpleConfig};
 use flow::{Noise, TraceEstimator};
 use ode::{AdjointOptions, OdeSolver};
 use serde::{Deserialize, Serialize};
@@ -23,36 +23,85 @@ pub struct DataConfig {
     pub n_train: usize,
 }
 
-/// The flow's dynamics: E-NF or one of the paper's Table 1 baselines.
+/// The flow's dynamics: E-NF or one of the paper's Table 1 baselines (FACTS.md section 3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowMethod {
-    /// The E-NF: EGNN dynamics ([`egnn::EgnnDynamics`]).
-    #[default]
-    Enf,
+    /// GNF: a plain graph neural network as dynamics ([`egnn::GnnDynamics`], no attention; the
+    /// method decides, `model.egnn.attention` is not used).
+    Gnf,
+    /// GNF-att: GNF with the attention gate.
+    GnfAtt,
+    /// GNF-att-aug: GNF-att trained on a random rotation of every training sample.
+    GnfAttAug,
+    /// Simple dynamics (Köhler et al. 2020): minus the gradient of a learned pair potential, with
+    /// a closed-form divergence ([`egnn::SimpleDynamics`]).
+    SimpleDynamics,
     /// Kernel dynamics (Köhler et al. 2020) with a closed-form divergence
     /// ([`egnn::KernelDynamics`]).
     KernelDynamics,
+    /// The E-NF: EGNN dynamics ([`egnn::EgnnDynamics`]).
+    #[default]
+    Enf,
 }
 
 impl FlowMethod {
-    /// The method's name in the paper's tables ("E-NF", "Kernel dynamics").
+    /// Every method, in the order of the paper's Table 1.
+    pub const ALL: [FlowMethod; 6] = [
+        FlowMethod::Gnf,
+        FlowMethod::GnfAtt,
+        FlowMethod::GnfAttAug,
+        FlowMethod::SimpleDynamics,
+        FlowMethod::KernelDynamics,
+        FlowMethod::Enf,
+    ];
+
+    /// The method's name in the paper's tables ("GNF-att", "E-NF", ...).
     pub fn paper_name(self) -> &'static str {
         match self {
-            FlowMethod::Enf => "E-NF",
+            FlowMethod::Gnf => "GNF",
+            FlowMethod::GnfAtt => "GNF-att",
+            FlowMethod::GnfAttAug => "GNF-att-aug",
+            FlowMethod::SimpleDynamics => "Simple dynamics",
             FlowMethod::KernelDynamics => "Kernel dynamics",
+            FlowMethod::Enf => "E-NF",
         }
+    }
+
+    /// The method's name in configurations and on the command line ("gnf_att", "enf", ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            FlowMethod::Gnf => "gnf",
+            FlowMethod::GnfAtt => "gnf_att",
+            FlowMethod::GnfAttAug => "gnf_att_aug",
+            FlowMethod::SimpleDynamics => "simple_dynamics",
+            FlowMethod::KernelDynamics => "kernel_dynamics",
+            FlowMethod::Enf => "enf",
+        }
+    }
+
+    /// Whether training rotates every sample of a batch by a random orthogonal matrix.
+    pub fn augments_rotations(self) -> bool {
+        self == FlowMethod::GnfAttAug
     }
 }
 
 impl std::str::FromStr for FlowMethod {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().replace('-', "_").as_str() {
-            "enf" | "e_nf" => Ok(FlowMethod::Enf),
-            "kernel_dynamics" | "kernel" => Ok(FlowMethod::KernelDynamics),
-            other => Err(format!("unknown method {other}: enf or kernel_dynamics")),
-        }
+        let key = s.to_ascii_lowercase().replace('-', "_");
+        FlowMethod::ALL
+            .into_iter()
+            .find(|m| m.name() == key || m.paper_name().to_ascii_lowercase().replace(['-', ' '], "_") == key)
+            .or(match key.as_str() {
+                "kernel" => Some(FlowMethod::KernelDynamics),
+                "simple" => Some(FlowMethod::SimpleDynamics),
+                _ => None,
+            })
+            .ok_or_else(|| {
+                let names: Vec<&str> = FlowMethod::ALL.iter().map(|m| m.name()).collect();
+                format!("unknown method {s}: one of {}", names.join(", "))
+            })
     }
 }
 
@@ -62,8 +111,11 @@ impl std::str::FromStr for FlowMethod {
 pub struct ModelConfig {
     /// Which dynamics the flow uses.
     pub method: FlowMethod,
-    /// The EGNN dynamics (method `enf`).
+    /// The EGNN dynamics (method `enf`), and the GNN of the GNF methods (its `hidden_nf`,
+    /// `n_layers` and `condition_time`).
     pub egnn: EgnnConfig,
+    /// The simple dynamics (method `simple_dynamics`).
+    pub simple: SimpleConfig,
     /// The kernel dynamics (method `kernel_dynamics`).
     pub kernel: KernelConfig,
 }

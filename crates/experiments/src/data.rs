@@ -43,6 +43,20 @@ impl TensorBatch {
         }
     }
 
+    /// Every graph rotated by its own random orthogonal matrix (Haar on O(n), reflections
+    /// included; [`geometry::random_orthogonal_batch`]) about the origin, positions as row
+    /// vectors: `x Q_b^T`. Centred positions stay centred. The GNF-att-aug training augmentation.
+    pub fn randomly_rotated(&self, rng: &mut impl rand::Rng) -> TensorBatch {
+        let size = self.positions.size();
+        let q = geometry::random_orthogonal_batch(size[0], size[2], rng)
+            .to_kind(self.positions.kind())
+            .to_device(self.positions.device());
+        TensorBatch {
+            positions: self.positions.matmul(&q.transpose(-2, -1)),
+            masks: Masks::from_node_mask(&self.masks.node),
+        }
+    }
+
     /// Number of graphs.
     pub fn len(&self) -> i64 {
         self.positions.size()[0]

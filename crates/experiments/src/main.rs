@@ -24,7 +24,7 @@ enum Command {
     /// Reproduce cells of the paper's Table 1 (default: E-NF on DW4 with 1,000 samples, the paper's
     /// 300 epochs, one seed) and print them beside the paper's numbers.
     ReproduceTable1 {
-        /// Methods: enf, kernel_dynamics (the baselines implemented so far).
+        /// Methods: gnf, gnf_att, gnf_att_aug, simple_dynamics, kernel_dynamics, enf.
         #[arg(long = "method", default_value = "enf", value_delimiter = ',')]
         methods: Vec<experiments::config::FlowMethod>,
         /// Systems (dw4, lj13; LJ13 data take about 2 minutes to generate on first use).

@@ -2,7 +2,10 @@
 
 use crate::config::{FlowMethod, ModelConfig, RunConfig};
 use crate::error::ExperimentError;
-use egnn::{Dynamics, EgnnDynamics, EgnnError, KernelDynamics, Masks, Velocity};
+use egnn::{
+    Dynamics, EgnnConfig, EgnnDynamics, EgnnError, GnnDynamics, KernelDynamics, Masks,
+    SimpleDynamics, Velocity,
+};
 use flow::Cnf;
 use ode::OdeSolver;
 use tch::{nn, Tensor};
@@ -12,6 +15,10 @@ use tch::{nn, Tensor};
 pub enum FlowDynamics {
     /// E-NF: EGNN dynamics.
     Enf(EgnnDynamics),
+    /// GNF, GNF-att, GNF-att-aug: GNN dynamics.
+    Gnn(GnnDynamics),
+    /// Simple dynamics (closed-form divergence).
+    Simple(SimpleDynamics),
     /// Kernel dynamics (closed-form divergence).
     Kernel(KernelDynamics),
 }
@@ -26,6 +33,8 @@ impl Dynamics for FlowDynamics {
     ) -> Result<Velocity, EgnnError> {
         match self {
             FlowDynamics::Enf(d) => d.velocity(t, x, h, masks),
+            FlowDynamics::Gnn(d) => d.velocity(t, x, h, masks),
+            FlowDynamics::Simple(d) => d.velocity(t, x, h, masks),
             FlowDynamics::Kernel(d) => d.velocity(t, x, h, masks),
         }
     }
@@ -38,14 +47,17 @@ impl Dynamics for FlowDynamics {
     ) -> Option<Result<(Tensor, Tensor), EgnnError>> {
         match self {
             FlowDynamics::Enf(d) => d.velocity_and_divergence(t, x, masks),
+            FlowDynamics::Gnn(d) => d.velocity_and_divergence(t, x, masks),
+            FlowDynamics::Simple(d) => d.velocity_and_divergence(t, x, masks),
             FlowDynamics::Kernel(d) => d.velocity_and_divergence(t, x, masks),
         }
     }
 }
 
 /// A flow over positions with the dynamics of `model.method` (E-NF by default). The var store owns
-/// the parameters (path `dynamics.*`: `dynamics.egnn.*` for E-NF, `dynamics.weights` and the
-/// kernels for kernel dynamics).
+/// the parameters (path `dynamics.*`: `dynamics.egnn.*` for E-NF, `dynamics.gnn.*` for the GNF
+/// methods, `dynamics.potential.*` for simple dynamics, `dynamics.weights` and the kernels for
+/// kernel dynamics).
 pub struct EnfModel {
     /// The parameters.
     pub vs: nn::VarStore,
@@ -62,21 +74,37 @@ impl std::fmt::Debug for EnfModel {
 }
 
 impl EnfModel {
-    /// Builds the model on `device`, with parameters initialised from libtorch's generator (seed
-    /// it first with `tch::manual_seed` for a reproducible start).
+    /// Builds the model for positions in `n_dims` dimensions on `device`, with parameters
+    /// initialised from libtorch's generator (seed it first with `tch::manual_seed` for a
+    /// reproducible start).
     ///
     /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters.
     pub fn new(
         config: &ModelConfig,
+        n_dims: i64,
         solver: OdeSolver,
         device: tch::Device,
     ) -> Result<Self, ExperimentError> {
         let vs = nn::VarStore::new(device);
         let path = vs.root() / "dynamics";
+        let gnn = |attention: bool| {
+            let egnn = EgnnConfig {
+                attention,
+                ..config.egnn.clone()
+            };
+            GnnDynamics::new(path.clone(), &egnn, n_dims).map(FlowDynamics::Gnn)
+        };
         let dynamics = match config.method {
-            FlowMethod::Enf => EgnnDynamics::new(path, &config.egnn, 0).map(FlowDynamics::Enf),
+            FlowMethod::Enf => {
+                EgnnDynamics::new(path.clone(), &config.egnn, 0).map(FlowDynamics::Enf)
+            }
+            FlowMethod::Gnf => gnn(false),
+            FlowMethod::GnfAtt | FlowMethod::GnfAttAug => gnn(true),
+            FlowMethod::SimpleDynamics => {
+                SimpleDynamics::new(path.clone(), &config.simple).map(FlowDynamics::Simple)
+            }
             FlowMethod::KernelDynamics => {
-                KernelDynamics::new(path, &config.kernel).map(FlowDynamics::Kernel)
+                KernelDynamics::new(path.clone(), &config.kernel).map(FlowDynamics::Kernel)
             }
         }
         .map_err(|e| ExperimentError::Model(e.to_string()))?;
@@ -90,7 +118,8 @@ impl EnfModel {
     ///
     /// Errors: as [`EnfModel::new`].
     pub fn for_run(config: &RunConfig, device: tch::Device) -> Result<Self, ExperimentError> {
-        let mut model = EnfModel::new(&config.model, config.solver.clone(), device)?;
+        let n_dims = config.data.system.n_dims() as i64;
+        let mut model = EnfModel::new(&config.model, n_dims, config.solver.clone(), device)?;
         if let Some(adjoint) = &config.adjoint {
             model.flow.adjoint = adjoint.clone();
         }

@@ -7,32 +7,54 @@ use crate::train::{files, train};
 use datasets::ensure_dataset;
 use std::path::{Path, PathBuf};
 
-/// The paper's Table 1 (FACTS.md section 4): (method, system, training samples, test NLL in nats).
-pub const PAPER: &[(&str, System, usize, f64)] = &[
-    ("E-NF", System::Dw4, 100, 8.31),
-    ("E-NF", System::Dw4, 1_000, 8.15),
-    ("E-NF", System::Dw4, 10_000, 7.69),
-    ("E-NF", System::Dw4, 100_000, 7.48),
-    ("E-NF", System::Lj13, 10, 33.12),
-    ("E-NF", System::Lj13, 100, 30.99),
-    ("E-NF", System::Lj13, 1_000, 30.56),
-    ("E-NF", System::Lj13, 10_000, 30.41),
-    ("Kernel dynamics", System::Dw4, 100, 8.74),
-    ("Kernel dynamics", System::Dw4, 1_000, 8.67),
-    ("Kernel dynamics", System::Dw4, 10_000, 8.42),
-    ("Kernel dynamics", System::Dw4, 100_000, 8.26),
-    ("Kernel dynamics", System::Lj13, 10, 35.03),
-    ("Kernel dynamics", System::Lj13, 100, 31.49),
-    ("Kernel dynamics", System::Lj13, 1_000, 31.17),
-    ("Kernel dynamics", System::Lj13, 10_000, 31.25),
+/// The training-set sizes of the paper's sweep for `system` (FACTS.md section 3).
+pub fn paper_sizes(system: System) -> [usize; 4] {
+    match system {
+        System::Dw4 => [100, 1_000, 10_000, 100_000],
+        System::Lj13 => [10, 100, 1_000, 10_000],
+    }
+}
+
+/// The paper's Table 1 (FACTS.md section 4): per method, the test NLL in nats at DW4's sizes
+/// ([`paper_sizes`]) then LJ13's.
+pub const PAPER: [(FlowMethod, [f64; 8]); 6] = [
+    (
+        FlowMethod::Gnf,
+        [11.93, 11.31, 10.38, 7.95, 43.56, 42.84, 37.17, 36.49],
+    ),
+    (
+        FlowMethod::GnfAtt,
+        [11.65, 11.13, 9.34, 7.83, 43.32, 36.22, 33.84, 32.65],
+    ),
+    (
+        FlowMethod::GnfAttAug,
+        [8.81, 8.31, 7.90, 7.61, 41.09, 31.50, 30.74, 30.93],
+    ),
+    (
+        FlowMethod::SimpleDynamics,
+        [9.58, 9.51, 9.53, 9.47, 33.67, 33.10, 32.79, 32.99],
+    ),
+    (
+        FlowMethod::KernelDynamics,
+        [8.74, 8.67, 8.42, 8.26, 35.03, 31.49, 31.17, 31.25],
+    ),
+    (
+        FlowMethod::Enf,
+        [8.31, 8.15, 7.69, 7.48, 33.12, 30.99, 30.56, 30.41],
+    ),
 ];
 
 /// The paper's test NLL for a cell, if it reports one.
-pub fn paper_nll(method: &str, system: System, n_train: usize) -> Option<f64> {
+pub fn paper_nll(method: FlowMethod, system: System, n_train: usize) -> Option<f64> {
+    let column = paper_sizes(system).iter().position(|&n| n == n_train)?;
+    let offset = match system {
+        System::Dw4 => 0,
+        System::Lj13 => 4,
+    };
     PAPER
         .iter()
-        .find(|(m, s, n, _)| *m == method && *s == system && *n == n_train)
-        .map(|p| p.3)
+        .find(|(m, _)| *m == method)
+        .map(|(_, row)| row[offset + column])
 }
 
 /// What to run.
@@ -60,7 +82,7 @@ pub struct Table1Options {
 #[derive(Debug, Clone)]
 pub struct Cell {
     /// Method.
-    pub method: String,
+    pub method: FlowMethod,
     /// System.
     pub system: System,
     /// Training samples.
@@ -91,7 +113,7 @@ impl Cell {
             [one] => (one.test.nll, one.test.nll_std_err),
             _ => self.mean_std(),
         };
-        let paper = paper_nll(&self.method, self.system, self.n_train)
+        let paper = paper_nll(self.method, self.system, self.n_train)
             .map_or("-".into(), |p| format!("{p:.2}"));
         let epochs = self.runs.first().map_or(0, |r| r.config.training.epochs);
         let nfe =
@@ -99,7 +121,7 @@ impl Cell {
         let wall: f64 = self.runs.iter().map(|r| r.wall_seconds).sum();
         format!(
             "| {} | {} | {} | {:.2} ± {:.2} | {} | {} | {} | {:.1} | {:.0} s |",
-            self.method,
+            self.method.paper_name(),
             self.system.name(),
             self.n_train,
             mean,
@@ -150,7 +172,7 @@ fn reproduce_cell(
     dataset: &datasets::ParticleDataset,
 ) -> Result<Cell, ExperimentError> {
     let mut cell = Cell {
-        method: method.paper_name().into(),
+        method,
         system,
         n_train,
         runs: Vec::new(),
@@ -192,7 +214,7 @@ fn reproduce_cell(
 }
 
 /// The run directory of one seed of one cell: `<runs_dir>/table1/<system>-n<n>-seed<s>` for
-/// E-NF, with a `<method>-` prefix (`kernel_dynamics-`) for the baselines.
+/// E-NF, with a `<method>-` prefix (`gnf_att-`, `kernel_dynamics-`, ...) for the baselines.
 pub fn run_dir(
     runs_dir: &Path,
     method: FlowMethod,
@@ -202,7 +224,7 @@ pub fn run_dir(
 ) -> PathBuf {
     let prefix = match method {
         FlowMethod::Enf => String::new(),
-        FlowMethod::KernelDynamics => "kernel_dynamics-".into(),
+        other => format!("{}-", other.name()),
     };
     runs_dir.join("table1").join(format!(
         "{prefix}{}-n{n_train}-seed{seed}",

@@ -69,7 +69,17 @@ pub fn optimiser(
     .build(&model.vs, training.lr)?)
 }
 
-/// One optimiser step on a batch: NLL with the training trace estimator (probes drawn once for
+/// The generator of the random rotations of training step `step` of `epoch` (GNF-att-aug): a
+/// function of the seed and the step alone, so a resumed run draws the same rotations.
+fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng {
+    use rand::SeedableRng;
+    let key = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(((epoch as u64) << 32) | step as u64);
+    rand::rngs::StdRng::seed_from_u64(key)
+}
+
+/// One optimiser step on a batch (every sample randomly rotated first for GNF-att-aug): NLL with the training trace estimator (probes drawn once for
 /// the batch), gradients by `training.gradients` (backpropagation through the solver or the
 /// adjoint method) on `training.workers` shards, AdamW. Returns the batch's mean NLL and the mean
 /// NFE of the shards' solves (the forward solve's, plus the backward solve's with the adjoint).
@@ -84,6 +94,13 @@ pub fn train_step(
     step: usize,
 ) -> Result<(f64, f64), ExperimentError> {
     let t = &config.training;
+    let rotated;
+    let batch = if config.model.method.augments_rotations() {
+        rotated = batch.randomly_rotated(&mut augmentation_rng(t.seed, epoch, step));
+        &rotated
+    } else {
+        batch
+    };
     let x = &batch.positions;
     let probes = t
         .train_trace

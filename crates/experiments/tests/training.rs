@@ -70,7 +70,7 @@ fn a_short_run_writes_its_files_and_a_readable_result() {
     let again = RunConfig::from_file(&dir.path().join(files::CONFIG)).unwrap();
     assert_eq!(again, config);
     // The best checkpoint loads into a fresh model.
-    let mut model = EnfModel::new(&config.model, config.solver.clone(), tch::Device::Cpu).unwrap();
+    let mut model = EnfModel::for_run(&config, tch::Device::Cpu).unwrap();
     let meta = checkpoint::load(&mut model.vs, &dir.path().join(files::BEST)).unwrap();
     assert_eq!(meta["epoch"], result.best_epoch.to_string());
 }
@@ -126,7 +126,7 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint()
     );
     // Whatever was written is complete: the best checkpoint still loads.
     let best = dir.path().join(files::BEST);
-    let mut model = EnfModel::new(&wild.model, wild.solver.clone(), tch::Device::Cpu).unwrap();
+    let mut model = EnfModel::for_run(&wild, tch::Device::Cpu).unwrap();
     checkpoint::load(&mut model.vs, &best).unwrap();
     assert!(!datasets::atomic::partial_path(&best).exists());
 }
@@ -156,7 +156,7 @@ fn adjoint_training_gradients_equal_backprop_gradients() {
     let config = small_config(1);
     // Tight tolerances: both methods then approximate the exact gradient to about 1e-8.
     let solver = OdeSolver::dopri5(1e-9, 1e-9);
-    let mut model = EnfModel::new(&config.model, solver.clone(), tch::Device::Cpu).unwrap();
+    let mut model = EnfModel::new(&config.model, 2, solver.clone(), tch::Device::Cpu).unwrap();
     model.flow.adjoint.solver = solver;
     model.vs.set_kind(Kind::Double);
     let (batch, probes) = f64_batch(&ds, 20);
@@ -199,6 +199,7 @@ fn sharded_gradients_equal_whole_batch_gradients() {
     // difference between 1 and 3 workers is the order of floating-point sums.
     let mut model = EnfModel::new(
         &config.model,
+        2,
         OdeSolver::fixed(Method::Rk4, 0.25),
         tch::Device::Cpu,
     )

@@ -24,4 +24,6 @@ pub use denormals::flush_denormals;
 pub use equivariance::{max_deviation, Covariance, EquivarianceReport, Graphs};
 pub use error::GeometryError;
 pub use pairwise::{edge_mask, pairwise_differences, pairwise_sq_distances};
-pub use transform::{random_orthogonal, random_permutation, random_translation, Transform};
+pub use transform::{
+    random_orthogonal, random_orthogonal_batch, random_permutation, random_translation, Transform,
+};

@@ -13,13 +13,23 @@ use tch::{Device, Kind, Tensor};
 ///
 /// Returns `[n, n]` f64 on the CPU. Deterministic for a given `rng` state.
 pub fn random_orthogonal(n: i64, rng: &mut impl Rng) -> Tensor {
-    let entries: Vec<f64> = (0..n * n).map(|_| rng.sample(StandardNormal)).collect();
-    let a = Tensor::from_slice(&entries).view([n, n]);
+    random_orthogonal_batch(1, n, rng).squeeze_dim(0)
+}
+
+/// `batch` independent Haar-distributed orthogonal matrices (see [`random_orthogonal`]) from one
+/// batched QR decomposition: `[batch, n, n]` f64 on the CPU. Matrix `b` uses the `n * n` normal
+/// draws after those of matrices `0..b`, so `random_orthogonal_batch(1, ..)` equals
+/// [`random_orthogonal`] for the same `rng` state.
+pub fn random_orthogonal_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor {
+    let entries: Vec<f64> = (0..batch * n * n)
+        .map(|_| rng.sample(StandardNormal))
+        .collect();
+    let a = Tensor::from_slice(&entries).view([batch, n, n]);
     let (q, r) = Tensor::linalg_qr(&a, "reduced");
-    let signs = r.diagonal(0, 0, 1).sign();
+    let signs = r.diagonal(0, -2, -1).sign(); // [batch, n]
     // A zero diagonal entry has probability zero; keep the column as it is if it happens.
     let signs = signs.where_self(&signs.ne(0.0), &signs.ones_like());
-    q * signs.unsqueeze(0)
+    q * signs.unsqueeze(-2)
 }
 
 /// A random translation with independent N(0, scale^2) components: `[n]` f64 on the CPU.
@@ -137,25 +147,25 @@ mod tests {
     #[test]
     fn haar_matrices_are_orthogonal_and_include_reflections() {
         let mut rng = StdRng::seed_from_u64(7);
-        let mut reflections = 0;
-        for _ in 0..64 {
-            let q = random_orthogonal(3, &mut rng);
-            let err = (q.matmul(&q.tr()) - Tensor::eye(3, (Kind::Double, Device::Cpu)))
-                .abs()
-                .max()
-                .double_value(&[]);
-            assert!(err < 1e-12, "Q Q^T - I = {err}");
-            let det = Tensor::linalg_det(&q).double_value(&[]);
-            assert!((det.abs() - 1.0).abs() < 1e-12);
-            if det < 0.0 {
-                reflections += 1;
-            }
-        }
+        let q = random_orthogonal_batch(64, 3, &mut rng);
+        let eye = Tensor::eye(3, (Kind::Double, Device::Cpu));
+        let err = (q.matmul(&q.transpose(-2, -1)) - eye)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err < 1e-12, "Q Q^T - I = {err}");
+        let det = Tensor::linalg_det(&q);
+        let off = (det.abs() - 1.0).abs().max().double_value(&[]);
+        assert!(off < 1e-12, "|det| - 1 = {off}");
+        let reflections = det.lt(0.0).sum(Kind::Int64).int64_value(&[]);
         // Binomial(64, 1/2): P(outside 16..=48) < 1e-4.
         assert!(
             (16..=48).contains(&reflections),
             "{reflections} reflections in 64 draws"
         );
+        // One matrix alone is the first of a batch drawn from the same state.
+        let single = random_orthogonal(3, &mut StdRng::seed_from_u64(7));
+        assert!((single - q.get(0)).abs().max().double_value(&[]) < 1e-15);
     }
 
     #[test]
