@@ -74,9 +74,8 @@ pub fn dw4_model() -> (RunConfig, EnfModel) {
 /// AdamW as the paper trains (amsgrad, weight decay 1e-12, lr 5e-4) and a closure that puts the
 /// model's parameters back to their values now, so every timed step starts from the same model
 /// and the NFE does not drift as the optimiser changes it.
-pub fn optimiser_with_reset(model: &EnfModel) -> (tch::nn::Optimizer, impl Fn() + '_) {
-    let opt = experiments::train::optimiser(model, &Default::default())
-        .expect("an optimiser over the model's parameters");
+pub fn optimiser_with_reset(model: &EnfModel) -> (experiments::optim::AdamW, impl Fn() + '_) {
+    let opt = experiments::train::optimiser(model, &Default::default());
     let initial: Vec<Tensor> = model
         .vs
         .trainable_variables()

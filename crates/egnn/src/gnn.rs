@@ -50,7 +50,13 @@ impl GraphConv {
         let node = &path / "node_mlp";
         let fan_in = 2 * hidden_nf;
         GraphConv {
-            edge_source: Linear::with_fan_in(&edge_in / "source", hidden_nf, hidden_nf, fan_in, true),
+            edge_source: Linear::with_fan_in(
+                &edge_in / "source",
+                hidden_nf,
+                hidden_nf,
+                fan_in,
+                true,
+            ),
             edge_target: Linear::with_fan_in(
                 &edge_in / "target",
                 hidden_nf,

@@ -169,8 +169,8 @@ impl SimpleDynamics {
     /// The centred velocity `-2 sum_j f'(d_ij) r_ij / d_ij`, `[batch, nodes, dims]`.
     fn velocity_from(terms: &PairTerms, masks: &Masks) -> Result<Tensor, EgnnError> {
         let kind = terms.diff.kind();
-        let v = (&terms.diff * (&terms.fp / &terms.d)).sum_dim_intlist(&[2i64][..], false, kind)
-            * -2.0;
+        let v =
+            (&terms.diff * (&terms.fp / &terms.d)).sum_dim_intlist(&[2i64][..], false, kind) * -2.0;
         let node_mask = (!masks.all_real).then_some(&masks.node);
         Ok(geometry::centre(&v, node_mask)?)
     }
@@ -224,7 +224,13 @@ impl Dynamics for SimpleDynamics {
         let evaluate = || -> Result<(Tensor, Tensor), EgnnError> {
             let terms = self.pair_terms(x, masks, true)?;
             let v = Self::velocity_from(&terms, masks)?;
-            let PairTerms { sq, d, fp, fpp, diff } = terms;
+            let PairTerms {
+                sq,
+                d,
+                fp,
+                fpp,
+                diff,
+            } = terms;
             let fpp = fpp.unwrap_or_else(|| fp.zeros_like());
             // g = f'/d and g' = f''/d - f'/d^2: div v = -2 sum [n g + g' ||r||^2 / d].
             let g = fp / &d;

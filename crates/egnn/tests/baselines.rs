@@ -134,7 +134,10 @@ fn simple_dynamics_are_equivariant() {
     for (nodes, dims) in [(4, 2), (13, 3)] {
         let input = graphs(3, nodes, dims, 73);
         let (full, _) = transforms(nodes, dims, 74);
-        assert!(full.iter().any(|g| g.determinant() < 0.0), "include a reflection");
+        assert!(
+            full.iter().any(|g| g.determinant() < 0.0),
+            "include a reflection"
+        );
         for report in deviations(&d, &input, &full) {
             assert!(report.max_abs_output > 1e-2, "{report:?}");
             assert!(report.max_abs_deviation < 1e-9, "{report:?}");

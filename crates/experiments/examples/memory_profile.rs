@@ -50,7 +50,7 @@ fn main() -> anyhow::Result<()> {
     tch::manual_seed(0);
     let model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     let t = &config.training;
-    let mut opt = optimiser(&model, t)?;
+    let mut opt = optimiser(&model, t);
     let schedule = training_schedule(&config, &dataset)?;
     let per_epoch = config.data.n_train.div_ceil(t.batch_size);
     let mut step = 0;

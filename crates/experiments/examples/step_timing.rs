@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let mut model = EnfModel::for_run(&config, tch::Device::Cpu)?;
     checkpoint::load(&mut model.vs, &run_dir.join("last.safetensors"))?;
     let t = &config.training;
-    let mut opt = optimiser(&model, t)?;
+    let mut opt = optimiser(&model, t);
     let schedule = training_schedule(&config, &dataset)?;
     let (mut seconds, mut nfes) = (Vec::new(), Vec::new());
     for (i, batch) in schedule.epoch(&dataset, 1)?.cycle().take(steps).enumerate() {

@@ -19,10 +19,24 @@ fn dtype_of(kind: Kind) -> Option<(Dtype, Kind)> {
 /// Saves every variable of `vs` (CPU copies, in their own float kind) and `metadata` to `path`
 /// atomically.
 ///
-/// Errors: [`ExperimentError::Checkpoint`] for a variable of a non-float kind or a serialisation
-/// failure; [`ExperimentError::Io`] if the file cannot be written.
+/// Errors: as [`save_with`].
 pub fn save(
     vs: &VarStore,
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<(), ExperimentError> {
+    save_with(vs, &[], metadata, path)
+}
+
+/// Saves every variable of `vs`, the `extra` named tensors (an optimiser's state; their names
+/// must not collide with the variables') and `metadata` to `path` atomically.
+///
+/// Errors: [`ExperimentError::Checkpoint`] for a tensor of a non-float kind, a duplicate name or
+/// a serialisation failure; [`ExperimentError::Io`] if the file cannot be written. A failed save
+/// leaves any previous file at `path` intact.
+pub fn save_with(
+    vs: &VarStore,
+    extra: &[(String, Tensor)],
     metadata: &HashMap<String, String>,
     path: &Path,
 ) -> Result<(), ExperimentError> {
@@ -30,10 +44,14 @@ pub fn save(
         path: path.to_path_buf(),
         message,
     };
+    let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    tensors.extend(extra.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(err(format!("two tensors named {}", w[0].0)));
+    }
     let mut entries: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
-    vars.sort_by(|a, b| a.0.cmp(&b.0));
-    for (name, t) in vars {
+    for (name, t) in tensors {
         let (dtype, kind) = dtype_of(t.kind())
             .ok_or_else(|| err(format!("{name}: unsupported kind {:?}", t.kind())))?;
         let t = t
@@ -60,13 +78,20 @@ pub fn save(
     Ok(atomic_write(path, &bytes)?)
 }
 
-/// Loads a checkpoint written by [`save`] into `vs`: every variable of `vs` must be present with
-/// the same shape (values are converted to the variable's kind and device). Returns the metadata.
+/// A checkpoint's contents: every tensor by name (CPU, f32 or f64) and the metadata.
+#[derive(Debug)]
+pub struct Contents {
+    /// The tensors.
+    pub tensors: HashMap<String, Tensor>,
+    /// The string metadata.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Reads every tensor and the metadata of a safetensors checkpoint.
 ///
 /// Errors: [`ExperimentError::Io`] if unreadable; [`ExperimentError::Checkpoint`] for a file that
-/// is not safetensors (truncated, corrupt), a missing tensor or a shape mismatch, naming it.
-/// On error `vs` is unchanged.
-pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, ExperimentError> {
+/// is not safetensors (truncated, corrupt) or holds a tensor of a non-float dtype, naming it.
+pub fn read(path: &Path) -> Result<Contents, ExperimentError> {
     let err = |message: String| ExperimentError::Checkpoint {
         path: path.to_path_buf(),
         message,
@@ -76,18 +101,9 @@ pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, E
         .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
     let st = SafeTensors::deserialize(&bytes)
         .map_err(|e| err(format!("not a valid safetensors file: {e}")))?;
-    let mut staged = Vec::new();
-    for (name, var) in vs.variables() {
-        let view = st
-            .tensor(&name)
-            .map_err(|_| err(format!("missing tensor {name}")))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        if shape != var.size() {
-            return Err(err(format!(
-                "{name}: shape {shape:?} in the file, {:?} in the model",
-                var.size()
-            )));
-        }
         let kind = match view.dtype() {
             Dtype::F32 => Kind::Float,
             Dtype::F64 => Kind::Double,
@@ -95,6 +111,38 @@ pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, E
         };
         let value = Tensor::f_from_data_size(view.data(), &shape, kind)
             .map_err(|e| err(format!("{name}: {e}")))?;
+        tensors.insert(name, value);
+    }
+    Ok(Contents {
+        tensors,
+        metadata: header.metadata().clone().unwrap_or_default(),
+    })
+}
+
+/// Copies the variables of `vs` from checkpoint `contents` read from `path` (named in errors):
+/// every variable must be present with the same shape (values are converted to the variable's
+/// kind and device); other tensors in the file are ignored.
+///
+/// Errors: [`ExperimentError::Checkpoint`] for a missing tensor or a shape mismatch, naming it.
+/// On error `vs` is unchanged.
+pub fn restore(vs: &mut VarStore, contents: &Contents, path: &Path) -> Result<(), ExperimentError> {
+    let err = |message: String| ExperimentError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut staged = Vec::new();
+    for (name, var) in vs.variables() {
+        let value = contents
+            .tensors
+            .get(&name)
+            .ok_or_else(|| err(format!("missing tensor {name}")))?;
+        if value.size() != var.size() {
+            return Err(err(format!(
+                "{name}: shape {:?} in the file, {:?} in the model",
+                value.size(),
+                var.size()
+            )));
+        }
         staged.push((var, value));
     }
     tch::no_grad(|| {
@@ -102,7 +150,17 @@ pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, E
             var.copy_(&value.to_kind(var.kind()).to_device(var.device()));
         }
     });
-    Ok(header.metadata().clone().unwrap_or_default())
+    Ok(())
+}
+
+/// Loads a checkpoint written by [`save`] or [`save_with`] into `vs` ([`read`] then
+/// [`restore`]). Returns the metadata.
+///
+/// Errors: as [`read`] and [`restore`]; on error `vs` is unchanged.
+pub fn load(vs: &mut VarStore, path: &Path) -> Result<HashMap<String, String>, ExperimentError> {
+    let contents = read(path)?;
+    restore(vs, &contents, path)?;
+    Ok(contents.metadata)
 }
 
 #[cfg(test)]

@@ -92,7 +92,10 @@ impl std::str::FromStr for FlowMethod {
         let key = s.to_ascii_lowercase().replace('-', "_");
         FlowMethod::ALL
             .into_iter()
-            .find(|m| m.name() == key || m.paper_name().to_ascii_lowercase().replace(['-', ' '], "_") == key)
+            .find(|m| {
+                m.name() == key
+                    || m.paper_name().to_ascii_lowercase().replace(['-', ' '], "_") == key
+            })
             .or(match key.as_str() {
                 "kernel" => Some(FlowMethod::KernelDynamics),
                 "simple" => Some(FlowMethod::SimpleDynamics),

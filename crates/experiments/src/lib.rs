@@ -8,6 +8,7 @@ pub mod data;
 pub mod error;
 pub mod evaluate;
 pub mod model;
+pub mod optim;
 pub mod parallel;
 pub mod results;
 pub mod table1;

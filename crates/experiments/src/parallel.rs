@@ -213,28 +213,6 @@ pub fn nll_gradients(
     Ok((nll_sum, summed, nfe))
 }
 
-/// Stores `grads` as the parameters' `.grad` (replacing what was there): the backward pass of
-/// `sum_p <p, g_p>` deposits exactly `g_p`, in any libtorch version.
-///
-/// Errors: [`ExperimentError::Torch`] if libtorch's backward pass fails.
-pub fn set_gradients(params: &[Tensor], grads: &[Option<Tensor>]) -> Result<(), ExperimentError> {
-    for p in params {
-        let mut g = p.grad();
-        if g.defined() {
-            let _ = g.zero_();
-        }
-    }
-    let terms: Vec<Tensor> = params
-        .iter()
-        .zip(grads)
-        .filter_map(|(p, g)| g.as_ref().map(|g| (p * g.detach()).sum(p.kind())))
-        .collect();
-    if let Some(first) = terms.first() {
-        Tensor::stack(&terms, 0).sum(first.kind()).f_backward()?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

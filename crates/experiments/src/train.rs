@@ -2,10 +2,17 @@
 //! `eval_every` epochs, the best-validation parameters kept, their test NLL reported.
 //!
 //! A run directory holds `config.toml`, `metrics.jsonl` (one line per epoch), `best.safetensors`
-//! (best validation so far), `last.safetensors` (end of the last epoch) and, once finished,
-//! `result.json`. Checkpoints, the configuration and the result are written atomically and
-//! `metrics.jsonl` is appended one complete line per epoch, so an interrupted or failed run leaves
-//! the last good checkpoint and every finished epoch's metrics intact.
+//! (best validation so far), `last.safetensors` (parameters and optimiser state at the end of the
+//! last finished epoch) and, once finished, `result.json`. Checkpoints, the configuration and the
+//! result are written atomically and `metrics.jsonl` is appended one complete line per epoch, so
+//! an interrupted or failed run leaves the last good checkpoint and every finished epoch's metrics
+//! intact.
+//!
+//! Training the same configuration into a directory that holds an unfinished run resumes it
+//! from `last.safetensors`: at most the interrupted epoch is lost, and since batch order, trace
+//! probes and augmentations are seeded per epoch and step, the resumed run computes what the
+//! uninterrupted one would have. A checkpoint that cannot be read (truncated, corrupt, from
+//! another model) is reported and the run restarts from epoch 1.
 
 use crate::checkpoint;
 use crate::config::{RunConfig, TrainingConfig};
@@ -13,6 +20,7 @@ use crate::data::TensorBatch;
 use crate::error::ExperimentError;
 use crate::evaluate::{evaluate_nll, Evaluation};
 use crate::model::EnfModel;
+use crate::optim::AdamW;
 use crate::parallel;
 use crate::results::{EpochMetrics, RunResult};
 use datasets::atomic::write_atomic as atomic_write;
@@ -22,7 +30,6 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
-use tch::nn::{self, OptimizerConfig};
 use tch::Kind;
 
 /// File names inside a run directory.
@@ -55,18 +62,14 @@ pub fn training_schedule(
 
 /// The paper's optimiser for `model`: AdamW with the learning rate, weight decay and AMSGrad
 /// setting of `training`.
-///
-/// Errors: [`ExperimentError::Torch`] if libtorch cannot create it.
-pub fn optimiser(
-    model: &EnfModel,
-    training: &TrainingConfig,
-) -> Result<nn::Optimizer, ExperimentError> {
-    Ok(nn::AdamW {
-        wd: training.weight_decay,
-        amsgrad: training.amsgrad,
-        ..Default::default()
-    }
-    .build(&model.vs, training.lr)?)
+pub fn optimiser(model: &EnfModel, training: &TrainingConfig) -> AdamW {
+    AdamW::new(&model.vs, training)
+}
+
+/// The seed of libtorch's generator (Hutchinson probes) for epoch `epoch` of a run seeded with
+/// `seed`; epoch `epochs + 1` is the final test evaluation.
+fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+    (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & (i64::MAX as u64)) as i64
 }
 
 /// The generator of the random rotations of training step `step` of `epoch` (GNF-att-aug): a
@@ -87,7 +90,7 @@ fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng 
 /// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`].
 pub fn train_step(
     model: &EnfModel,
-    opt: &mut nn::Optimizer,
+    opt: &mut AdamW,
     batch: &TensorBatch,
     config: &RunConfig,
     epoch: usize,
@@ -105,11 +108,10 @@ pub fn train_step(
     let probes = t
         .train_trace
         .probes(&x.size(), &batch.masks.node, x.kind(), x.device());
-    let params = model.vs.trainable_variables();
     let context = format!("training epoch {epoch}, step {step}");
     let (nll_sum, grads, nfe) = parallel::nll_gradients(
         model,
-        &params,
+        opt.parameters(),
         batch,
         &probes,
         t.gradients,
@@ -120,9 +122,7 @@ pub fn train_step(
     if !value.is_finite() {
         return Err(ExperimentError::NonFiniteLoss { epoch, step, value });
     }
-    opt.zero_grad();
-    parallel::set_gradients(&params, &grads)?;
-    opt.step();
+    opt.step(&grads)?;
     Ok((value, nfe))
 }
 
@@ -134,11 +134,100 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// What a run directory holds of an unfinished attempt at the same run.
+struct Progress {
+    /// Epochs finished.
+    epoch: usize,
+    /// Best validation so far, by epoch.
+    best: Option<(usize, Evaluation)>,
+    /// Metrics of the finished epochs.
+    metrics: Vec<EpochMetrics>,
+    /// Wall time spent so far, seconds.
+    elapsed: f64,
+}
+
+/// Reads the unfinished run in `run_dir` into `model` and `opt`: `last.safetensors` (parameters,
+/// optimiser state, finished epochs), the metrics of those epochs and the best checkpoint.
+/// `Ok(None)` when there is nothing to resume.
+///
+/// Errors: [`ExperimentError::Checkpoint`] or [`ExperimentError::Io`] naming the file that is
+/// unreadable or inconsistent. `model` may then hold the checkpoint's parameters: rebuild it.
+fn read_progress(
+    run_dir: &Path,
+    model: &mut EnfModel,
+    opt: &mut AdamW,
+) -> Result<Option<Progress>, ExperimentError> {
+    let last = run_dir.join(files::LAST);
+    if !last.exists() {
+        return Ok(None);
+    }
+    let bad = |path: &Path, message: String| ExperimentError::Checkpoint {
+        path: path.to_path_buf(),
+        message,
+    };
+    let contents = checkpoint::read(&last)?;
+    let number = |key: &str| -> Result<f64, ExperimentError> {
+        contents
+            .metadata
+            .get(key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .ok_or_else(|| bad(&last, format!("no number {key} in the metadata")))
+    };
+    let epoch = number("epoch")? as usize;
+    let steps = number("optimiser_steps")? as u64;
+    let elapsed = number("elapsed_seconds")?;
+    checkpoint::restore(&mut model.vs, &contents, &last)?;
+    opt.load_state(&contents.tensors, steps)
+        .map_err(|e| bad(&last, e.to_string()))?;
+
+    let metrics_path = run_dir.join(files::METRICS);
+    let text = std::fs::read_to_string(&metrics_path)
+        .map_err(|e| ExperimentError::io(&metrics_path, e))?;
+    let metrics: Vec<EpochMetrics> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<EpochMetrics>(line).ok())
+        .filter(|m| m.epoch <= epoch)
+        .collect();
+    if metrics.iter().map(|m| m.epoch).ne(1..=epoch) {
+        return Err(bad(
+            &metrics_path,
+            format!("does not hold the metrics of epochs 1 to {epoch}"),
+        ));
+    }
+    let mut best: Option<(usize, Evaluation)> = None;
+    for m in &metrics {
+        if let Some(v) = m.validation {
+            if best.as_ref().is_none_or(|(_, b)| v.nll < b.nll) {
+                best = Some((m.epoch, v));
+            }
+        }
+    }
+    if let Some((best_epoch, _)) = best {
+        let path = run_dir.join(files::BEST);
+        let meta = checkpoint::read(&path)?.metadata;
+        if meta.get("epoch") != Some(&best_epoch.to_string()) {
+            return Err(bad(
+                &path,
+                format!("is not the checkpoint of epoch {best_epoch}"),
+            ));
+        }
+    }
+    Ok(Some(Progress {
+        epoch,
+        best,
+        metrics,
+        elapsed,
+    }))
+}
+
 /// Trains one run of `config` on `dataset`, writing into `run_dir`, and evaluates the test NLL of
 /// the best-validation parameters. `show_progress` draws a progress bar with the running NLL.
+/// An unfinished run of the same configuration in `run_dir` is resumed (see the module
+/// documentation).
 ///
-/// Errors: configuration, data, solver and I/O errors, each naming what failed; files already
-/// written stay intact.
+/// Errors: configuration, data, solver and I/O errors, each naming what failed; a `run_dir`
+/// holding another configuration ([`ExperimentError::Config`], nothing is touched). Files
+/// already written stay intact.
 pub fn train(
     config: &RunConfig,
     dataset: &ParticleDataset,
@@ -154,36 +243,93 @@ pub fn train(
     }
     let device = t.device.device()?;
     std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
-    atomic_write(&run_dir.join(files::CONFIG), config.to_toml().as_bytes())?;
+    let config_path = run_dir.join(files::CONFIG);
+    if config_path.exists() {
+        // Never mix two runs in one directory.
+        let existing = RunConfig::from_file(&config_path)?;
+        if existing != *config {
+            return Err(ExperimentError::Config {
+                key: config_path.display().to_string(),
+                message: "holds another run's configuration; choose another run directory".into(),
+            });
+        }
+    }
+    atomic_write(&config_path, config.to_toml().as_bytes())?;
 
     tch::manual_seed(t.seed as i64);
     let mut model = EnfModel::for_run(config, device)?;
-    let mut opt = optimiser(&model, t)?;
+    let mut opt = optimiser(&model, t);
+    let progress = match read_progress(run_dir, &mut model, &mut opt) {
+        Ok(progress) => progress,
+        Err(e) => {
+            tracing::warn!(
+                "cannot resume {}: {e}; restarting from epoch 1",
+                run_dir.display()
+            );
+            for stale in [files::LAST, files::BEST, files::METRICS] {
+                let _ = std::fs::remove_file(run_dir.join(stale));
+            }
+            tch::manual_seed(t.seed as i64);
+            model = EnfModel::for_run(config, device)?;
+            opt = optimiser(&model, t);
+            None
+        }
+    };
 
     let schedule = training_schedule(config, dataset)?;
     let val = TensorBatch::from_batch(&dataset.split_batch(SplitName::Val)?, Kind::Float, device);
     let test = TensorBatch::from_batch(&dataset.split_batch(SplitName::Test)?, Kind::Float, device);
-
-    let metrics_path = run_dir.join(files::METRICS);
-    let mut metrics_file =
-        std::fs::File::create(&metrics_path).map_err(|e| ExperimentError::io(&metrics_path, e))?;
     let steps_per_epoch = schedule.n_batches();
+
+    let (first_epoch, mut best, earlier) = match progress {
+        Some(p) => {
+            tracing::info!(
+                "resuming {} after epoch {} of {}",
+                run_dir.display(),
+                p.epoch,
+                t.epochs
+            );
+            (p.epoch + 1, p.best, Some((p.metrics, p.elapsed)))
+        }
+        None => (1, None, None),
+    };
+    let (earlier_metrics, earlier_seconds) = earlier.unwrap_or_default();
+    // Earlier epochs' steps, for the run's statistics.
+    let mut step_seconds: Vec<f64> = earlier_metrics
+        .iter()
+        .flat_map(|m| std::iter::repeat_n(m.seconds_per_step, steps_per_epoch))
+        .collect();
+    let mut total_nfe: f64 = earlier_metrics
+        .iter()
+        .map(|m| m.train_nfe_per_step * steps_per_epoch as f64)
+        .sum();
+    // metrics.jsonl holds exactly the finished epochs, then one line per new epoch.
+    let metrics_path = run_dir.join(files::METRICS);
+    let kept: String = earlier_metrics
+        .iter()
+        .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
+        .collect();
+    atomic_write(&metrics_path, kept.as_bytes())?;
+    let mut metrics_file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&metrics_path)
+        .map_err(|e| ExperimentError::io(&metrics_path, e))?;
+
     let bar = if show_progress {
         let bar = ProgressBar::new((t.epochs * steps_per_epoch) as u64);
         bar.set_style(
             ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        bar.set_position(((first_epoch - 1) * steps_per_epoch) as u64);
         bar
     } else {
         ProgressBar::hidden()
     };
 
-    let mut best: Option<(usize, Evaluation)> = None;
-    let mut step_seconds = Vec::with_capacity(t.epochs * steps_per_epoch);
-    let mut total_nfe = 0.0;
     let mut running = f64::NAN;
-    for epoch in 1..=t.epochs {
+    for epoch in first_epoch..=t.epochs {
+        tch::manual_seed(epoch_seed(t.seed, epoch));
         let (mut epoch_nll, mut epoch_nfe, epoch_start) = (0.0, 0.0, Instant::now());
         for (step, batch) in schedule.epoch(dataset, epoch as u64)?.enumerate() {
             let step_start = Instant::now();
@@ -246,8 +392,20 @@ pub fn train(
         };
         let line = serde_json::to_string(&record).unwrap_or_default();
         writeln!(metrics_file, "{line}").map_err(|e| ExperimentError::io(&metrics_path, e))?;
-        let meta = HashMap::from([("epoch".to_string(), epoch.to_string())]);
-        checkpoint::save(&model.vs, &meta, &run_dir.join(files::LAST))?;
+        let meta = HashMap::from([
+            ("epoch".to_string(), epoch.to_string()),
+            ("optimiser_steps".to_string(), opt.steps_taken().to_string()),
+            (
+                "elapsed_seconds".to_string(),
+                (earlier_seconds + start.elapsed().as_secs_f64()).to_string(),
+            ),
+        ]);
+        checkpoint::save_with(
+            &model.vs,
+            &opt.state_tensors(),
+            &meta,
+            &run_dir.join(files::LAST),
+        )?;
     }
     bar.finish_and_clear();
 
@@ -256,6 +414,7 @@ pub fn train(
         message: "no validation was run".into(),
     })?;
     checkpoint::load(&mut model.vs, &run_dir.join(files::BEST))?;
+    tch::manual_seed(epoch_seed(t.seed, t.epochs + 1));
     let test = evaluate_nll(&model, &test, t, t.test_trace, "test")?;
     let result = RunResult {
         method: config.model.method.paper_name().into(),
@@ -268,7 +427,7 @@ pub fn train(
         train_steps: step_seconds.len(),
         mean_train_nfe: total_nfe / step_seconds.len().max(1) as f64,
         median_step_seconds: median(step_seconds),
-        wall_seconds: start.elapsed().as_secs_f64(),
+        wall_seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         config: config.clone(),
     };
     result.write(&run_dir.join(files::RESULT))?;

@@ -147,8 +147,8 @@ pub fn exact_from_replicas(
     let d = size[1] * size[2];
     let batch = size[0] / d;
     let probes = unit_probes(d, v_rep.kind(), v_rep.device());
-    let selected = (v_rep.view([d, batch, d]) * &probes).sum(v_rep.kind());
+    let selected = (v_rep.reshape([d, batch, d]) * &probes).sum(v_rep.kind());
     let g = Tensor::f_run_backward(&[selected], &[x_rep], create_graph, create_graph)?;
     let g = grad_or_zeros(g.into_iter().next().unwrap_or_else(Tensor::new), x_rep);
-    Ok((g.view([d, batch, d]) * probes).sum_dim_intlist(&[0i64, 2][..], false, v_rep.kind()))
+    Ok((g.reshape([d, batch, d]) * probes).sum_dim_intlist(&[0i64, 2][..], false, v_rep.kind()))
 }

@@ -27,7 +27,7 @@ pub fn random_orthogonal_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor
     let a = Tensor::from_slice(&entries).view([batch, n, n]);
     let (q, r) = Tensor::linalg_qr(&a, "reduced");
     let signs = r.diagonal(0, -2, -1).sign(); // [batch, n]
-    // A zero diagonal entry has probability zero; keep the column as it is if it happens.
+                                              // A zero diagonal entry has probability zero; keep the column as it is if it happens.
     let signs = signs.where_self(&signs.ne(0.0), &signs.ones_like());
     q * signs.unsqueeze(-2)
 }

@@ -1,0 +1,175 @@
+//! Interrupted runs: a training process killed mid-epoch and run again resumes from its last
+//! checkpoint and ends with the result the uninterrupted run gets; an unreadable checkpoint is
+//! reported and the run restarts from epoch 1.
+
+use datasets::{metropolis, MetropolisConfig, ParticleDataset, Splits, System};
+use experiments::train::{files, train};
+use experiments::{checkpoint, RunConfig, RunResult};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A small DW4 data set (200 training, 100 validation, 100 test samples), also written to HDF5
+/// under `dir` for the `enf` binary.
+fn small_dw4(dir: &Path) -> (ParticleDataset, PathBuf) {
+    let config = MetropolisConfig {
+        n_chains: 100,
+        n_samples: 400,
+        burn_in: 2_000,
+        thin: 50,
+        proposal_std: 0.5,
+        init_std: 1.5,
+        seed: 5,
+    };
+    let samples = metropolis(&datasets::DoubleWell::dw4(), &config).unwrap();
+    let ds =
+        ParticleDataset::from_samples(System::Dw4, samples, Splits::tail(400, 100, 100).unwrap())
+            .unwrap();
+    let path = dir.join("dw4-small.h5");
+    ds.write(&path).unwrap();
+    (ds, path)
+}
+
+/// Four epochs of ten steps with a small E-NF, validating every epoch.
+fn config(data: &Path) -> RunConfig {
+    let mut c = RunConfig::paper_cell(System::Dw4, 100, 0).unwrap();
+    c.data.path = Some(data.to_path_buf());
+    c.data.n_train = 200;
+    c.model.egnn.hidden_nf = 16;
+    c.model.egnn.n_layers = 2;
+    c.training.epochs = 4;
+    c.training.eval_every = 1;
+    c.training.batch_size = 20;
+    c.training.eval_batch_size = 100;
+    c
+}
+
+/// The epoch of the run's last checkpoint, if one can be read.
+fn checkpointed_epoch(run_dir: &Path) -> Option<usize> {
+    checkpoint::read(&run_dir.join(files::LAST))
+        .ok()?
+        .metadata
+        .get("epoch")?
+        .parse()
+        .ok()
+}
+
+fn metrics_epochs(run_dir: &Path) -> Vec<usize> {
+    std::fs::read_to_string(run_dir.join(files::METRICS))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<experiments::results::EpochMetrics>(l)
+                .unwrap()
+                .epoch
+        })
+        .collect()
+}
+
+fn assert_same_result(a: &RunResult, b: &RunResult) {
+    assert_eq!(a.best_epoch, b.best_epoch);
+    assert_eq!(a.train_steps, b.train_steps);
+    assert_eq!(a.config, b.config);
+    // The same computation in the same order: equal up to the last bits at most.
+    for (x, y) in [
+        (a.test.nll, b.test.nll),
+        (a.validation.nll, b.validation.nll),
+        (a.mean_train_nfe, b.mean_train_nfe),
+    ] {
+        assert!((x - y).abs() <= 1e-9 * x.abs(), "{x} vs {y}");
+    }
+}
+
+#[test]
+fn a_run_killed_mid_epoch_resumes_and_ends_as_the_uninterrupted_run() {
+    let _rng = geometry::testing::seeded(0);
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, data) = small_dw4(dir.path());
+    let config = config(&data);
+    let whole = train(&config, &ds, &dir.path().join("whole"), false).unwrap();
+
+    // The same run as a process, killed once its first epoch is checkpointed.
+    let run_dir = dir.path().join("killed");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, config.to_toml()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_enf"))
+        .args(["train", "--config"])
+        .arg(&config_file)
+        .arg("--run-dir")
+        .arg(&run_dir)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while checkpointed_epoch(&run_dir).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no checkpoint after 300 s"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "the run ended early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = checkpointed_epoch(&run_dir).unwrap();
+    assert!(
+        done < config.training.epochs,
+        "killed after the last epoch: the test proves nothing"
+    );
+    assert!(!run_dir.join(files::RESULT).exists());
+
+    // Running it again loses at most the interrupted epoch and ends as the whole run did.
+    let resumed = train(&config, &ds, &run_dir, false).unwrap();
+    assert_same_result(&whole, &resumed);
+    assert_eq!(metrics_epochs(&run_dir), vec![1, 2, 3, 4]);
+    assert_eq!(
+        RunResult::read(&run_dir.join(files::RESULT)).unwrap(),
+        resumed
+    );
+}
+
+#[test]
+fn a_corrupt_checkpoint_is_reported_and_the_run_restarts_cleanly() {
+    let _rng = geometry::testing::seeded(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, data) = small_dw4(dir.path());
+    let mut config = config(&data);
+    config.training.epochs = 2;
+    let run_dir = dir.path().join("run");
+    let first = train(&config, &ds, &run_dir, false).unwrap();
+
+    // As if the run had been killed while its file system lost half of the last checkpoint.
+    std::fs::remove_file(run_dir.join(files::RESULT)).unwrap();
+    let last = run_dir.join(files::LAST);
+    let bytes = std::fs::read(&last).unwrap();
+    std::fs::write(&last, &bytes[..bytes.len() / 2]).unwrap();
+    let e = checkpoint::read(&last).unwrap_err();
+    assert!(
+        e.to_string().contains("last.safetensors") && e.to_string().contains("safetensors"),
+        "the error must name the file: {e}"
+    );
+
+    let again = train(&config, &ds, &run_dir, false).unwrap();
+    assert_same_result(&first, &again);
+    assert_eq!(metrics_epochs(&run_dir), vec![1, 2]);
+    assert_eq!(checkpointed_epoch(&run_dir), Some(2));
+}
+
+#[test]
+fn a_directory_of_another_run_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, data) = small_dw4(dir.path());
+    let config = config(&data);
+    let mut other = config.clone();
+    other.training.seed = 9;
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    std::fs::write(run_dir.join(files::CONFIG), other.to_toml()).unwrap();
+    let e = train(&config, &ds, &run_dir, false).unwrap_err();
+    assert!(e.to_string().contains("another run"), "{e}");
+    assert_eq!(
+        RunConfig::from_file(&run_dir.join(files::CONFIG)).unwrap(),
+        other
+    );
+}
