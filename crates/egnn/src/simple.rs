@@ -2,7 +2,8 @@
 //! "Equivariant flows", section 4; FACTS.md section 3): the velocity is minus the gradient of a
 //! learned pair potential, so it is E(n) and permutation equivariant by construction.
 //!
-//! For particles `x_i` (no features), with `r_ij = x_i - x_j` and `d_ij = sqrt(||r_ij||^2 + eps)`:
+//! For particles `x_i` (no features), with `r_ij = x_i - x_j` and `d_ij = sqrt(||r_ij||^2 + eps)`
+//! (`eps = 1e-6`):
 //!
 //! ```text
 //! U(x) = sum_{i != j} f(d_ij),   f(d) = MLP(phi(d)),
@@ -27,8 +28,11 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
-/// Added under the square root of the squared distance, so that coincident particles are finite.
-const DISTANCE_EPS: f64 = 1e-12;
+/// Added under the square root of the squared distance (the reference's value). It bounds
+/// `d >= 1e-3`: the velocity and divergence carry `f'(d) / d` and `f''(d) / d` terms, which with
+/// a smaller bound overflowed in f32 when a solver stage brought two DW4 particles together
+/// (NaN parameter gradients in training, measured: epoch 11 of the default profile with 1e-12).
+const DISTANCE_EPS: f64 = 1e-6;
 
 /// Hyper-parameters of [`SimpleDynamics`] (FACTS.md section 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

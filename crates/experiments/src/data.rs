@@ -67,3 +67,35 @@ impl TensorBatch {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn random_rotations_keep_distances_and_centring_and_differ_per_graph() {
+        let _rng = geometry::testing::seeded(3);
+        let x =
+            geometry::centre(&Tensor::randn([5, 4, 2], (Kind::Double, Device::Cpu)), None).unwrap();
+        let batch = TensorBatch {
+            masks: Masks::full(5, 4, Kind::Double, Device::Cpu),
+            positions: x.shallow_clone(),
+        };
+        let draw = |seed| batch.randomly_rotated(&mut rand::rngs::StdRng::seed_from_u64(seed));
+        let rotated = draw(1);
+        let distances = |t: &Tensor| geometry::pairwise_sq_distances(t);
+        let err = (distances(&rotated.positions) - distances(&x))
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(err < 1e-12, "pairwise distances changed by {err}");
+        assert!(geometry::centre::max_centre_of_mass(&rotated.positions, None).unwrap() < 1e-12);
+        // Every graph is moved (a draw of the identity has probability zero).
+        let moved = (&rotated.positions - &x).abs().amax(&[1i64, 2][..], false);
+        assert!(moved.min().double_value(&[]) > 1e-3, "{moved:?}");
+        // The same generator state gives the same rotations (resumed runs rely on it).
+        assert!(draw(1).positions.equal(&rotated.positions));
+        assert!(!draw(2).positions.equal(&rotated.positions));
+    }
+}

@@ -55,6 +55,18 @@ pub enum ExperimentError {
         /// The value.
         value: f64,
     },
+    /// A parameter's gradient had NaN or infinite entries (the update is not applied).
+    #[error(
+        "non-finite gradient of {parameter} at epoch {epoch}, step {step}; the parameters were not updated and the last good checkpoint is kept"
+    )]
+    NonFiniteGradient {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Optimiser step within the epoch.
+        step: usize,
+        /// The parameter's name.
+        parameter: String,
+    },
     /// An evaluation gave a NaN or infinite NLL; `context` says which split and samples.
     #[error("{context}: non-finite NLL {value}")]
     NonFiniteNll {

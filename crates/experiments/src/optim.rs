@@ -93,6 +93,19 @@ impl AdamW {
         self.step
     }
 
+    /// The name of the first parameter whose gradient in `grads` (ordered as
+    /// [`AdamW::parameters`]) has a NaN or infinite entry.
+    pub fn first_non_finite(&self, grads: &[Option<Tensor>]) -> Option<String> {
+        self.names
+            .iter()
+            .zip(grads)
+            .find(|(_, g)| {
+                g.as_ref()
+                    .is_some_and(|g| g.isfinite().all().int64_value(&[]) == 0)
+            })
+            .map(|(name, _)| name.clone())
+    }
+
     /// One update with `grads[k]` the gradient of `parameters()[k]` (`None`: no gradient, the
     /// parameter and its state are left as they are, as PyTorch does).
     ///

@@ -87,7 +87,8 @@ fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng 
 /// adjoint method) on `training.workers` shards, AdamW. Returns the batch's mean NLL and the mean
 /// NFE of the shards' solves (the forward solve's, plus the backward solve's with the adjoint).
 ///
-/// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`].
+/// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`],
+/// [`ExperimentError::NonFiniteGradient`] (then the parameters are left as they were).
 pub fn train_step(
     model: &EnfModel,
     opt: &mut AdamW,
@@ -121,6 +122,13 @@ pub fn train_step(
     let value = nll_sum / batch.len() as f64;
     if !value.is_finite() {
         return Err(ExperimentError::NonFiniteLoss { epoch, step, value });
+    }
+    if let Some(parameter) = opt.first_non_finite(&grads) {
+        return Err(ExperimentError::NonFiniteGradient {
+            epoch,
+            step,
+            parameter,
+        });
     }
     opt.step(&grads)?;
     Ok((value, nfe))
