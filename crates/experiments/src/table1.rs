@@ -347,6 +347,9 @@ impl Table {
             out.push('\n');
             out.push_str(&cell.markdown_row());
         }
+        out.push_str(
+            "\n\n±: standard deviation over seeds; for a single seed, the standard error over the test samples.",
+        );
         let reduced = self.cells.iter().filter(|c| c.reduction.is_some()).count();
         if reduced > 0 {
             out.push_str(&format!(

@@ -123,7 +123,9 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint()
     assert!(
         matches!(
             e,
-            ExperimentError::NonFiniteLoss { .. } | ExperimentError::Flow { .. }
+            ExperimentError::NonFiniteLoss { .. }
+                | ExperimentError::NonFiniteGradient { .. }
+                | ExperimentError::Flow { .. }
         ),
         "unexpected error: {message}"
     );
