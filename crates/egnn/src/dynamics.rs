@@ -51,6 +51,37 @@ pub trait Dynamics {
     }
 }
 
+/// Checks that `x` is positions `[batch, nodes, dims]` fitting `masks`; returns its shape.
+///
+/// Errors: [`EgnnError::Shape`] naming what was received.
+pub(crate) fn check_positions(x: &Tensor, masks: &Masks) -> Result<Vec<i64>, EgnnError> {
+    let size = x.size();
+    if size.len() != 3 {
+        return Err(EgnnError::Shape {
+            what: "positions",
+            expected: "[batch, nodes, dims]".into(),
+            got: size,
+        });
+    }
+    masks.check_fits(x)?;
+    Ok(size)
+}
+
+/// Refuses node features for dynamics that move positions only; `expected` says which
+/// ("none (kernel dynamics move positions only)").
+///
+/// Errors: [`EgnnError::Shape`] when `h` is given.
+pub(crate) fn positions_only(h: Option<&Tensor>, expected: &str) -> Result<(), EgnnError> {
+    match h {
+        Some(h) => Err(EgnnError::Shape {
+            what: "node features",
+            expected: expected.into(),
+            got: h.size(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// The E-NF dynamics (FACTS.md section 1): an EGNN whose node input is the flow's features with the
 /// time t appended (particle systems have no features: their single input feature is t itself, or
 /// a constant 1 without time conditioning, as in the reference), whose edges carry the
@@ -110,14 +141,7 @@ impl Dynamics for EgnnDynamics {
         h: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<Velocity, EgnnError> {
-        let size = x.size();
-        if size.len() != 3 {
-            return Err(EgnnError::Shape {
-                what: "positions",
-                expected: "[batch, nodes, dims]".into(),
-                got: size,
-            });
-        }
+        let size = check_positions(x, masks)?;
         match (h, self.node_nf) {
             (None, 0) => {}
             (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => {}
@@ -133,7 +157,6 @@ impl Dynamics for EgnnDynamics {
                 })
             }
         }
-        masks.check_fits(x)?;
         let node_input = self.node_input(t, x, h)?;
         let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
         let (h_out, x_out) = self

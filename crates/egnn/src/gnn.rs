@@ -18,7 +18,7 @@
 //! so that no `[edges, 2 hidden]` concatenation is built.
 
 use crate::config::EgnnConfig;
-use crate::dynamics::{Dynamics, Velocity};
+use crate::dynamics::{positions_only, Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::linear::Linear;
 use crate::masks::{gather_neighbours, Masks};
@@ -155,13 +155,7 @@ impl Dynamics for GnnDynamics {
                 got: size,
             });
         }
-        if let Some(h) = h {
-            return Err(EgnnError::Shape {
-                what: "node features",
-                expected: "none (GNF dynamics move positions only)".into(),
-                got: h.size(),
-            });
-        }
+        positions_only(h, "none (GNF dynamics move positions only)")?;
         masks.check_fits(x)?;
         let time = if self.condition_time { t } else { 1.0 };
         let time = Tensor::full([size[0], size[1], 1], time, (x.kind(), x.device()));

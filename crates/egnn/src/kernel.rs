@@ -18,7 +18,7 @@
 //! summed over ordered pairs, with `w'(d) = sum_k c_k phi_k(d) (a_k - sum_m phi_m a_m)`,
 //! `a_k = -2 g_k (d - mu_k)`, `c_k = sum_l W_kl psi_l(t)`.
 
-use crate::dynamics::{Dynamics, Velocity};
+use crate::dynamics::{check_positions, positions_only, Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::masks::{neighbour_differences, Masks};
 use serde::{Deserialize, Serialize};
@@ -117,15 +117,7 @@ impl KernelDynamics {
     // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op inside an autograd graph.
     #[allow(clippy::assign_op_pattern)]
     fn evaluate(&self, t: f64, x: &Tensor, masks: &Masks) -> Result<(Tensor, Tensor), EgnnError> {
-        let size = x.size();
-        if size.len() != 3 {
-            return Err(EgnnError::Shape {
-                what: "positions",
-                expected: "[batch, nodes, dims]".into(),
-                got: size,
-            });
-        }
-        masks.check_fits(x)?;
+        let size = check_positions(x, masks)?;
         let n_dims = size[2] as f64;
         let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]
         let sq = diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind()); // [B, M, M-1, 1]
@@ -163,13 +155,7 @@ impl Dynamics for KernelDynamics {
         h: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<Velocity, EgnnError> {
-        if let Some(h) = h {
-            return Err(EgnnError::Shape {
-                what: "node features",
-                expected: "none (kernel dynamics move positions only)".into(),
-                got: h.size(),
-            });
-        }
+        positions_only(h, "none (kernel dynamics move positions only)")?;
         Ok(Velocity {
             x: self.evaluate(t, x, masks)?.0,
             h: None,

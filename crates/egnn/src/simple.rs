@@ -20,7 +20,7 @@
 //! (`= -2 sum (f'' + (n - 1) f'/d)` for `eps = 0`). So the flow's trace is exact, at the cost of two
 //! extra backward passes over the pair MLP, instead of a Hutchinson estimate.
 
-use crate::dynamics::{Dynamics, Velocity};
+use crate::dynamics::{check_positions, positions_only, Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::linear::Linear;
 use crate::masks::{neighbour_differences, Masks};
@@ -130,15 +130,7 @@ impl SimpleDynamics {
     /// Pair quantities of positions `x [batch, nodes, dims]`: differences, squared distances,
     /// distances and `f'(d)` (zero on padded pairs), and `f''(d)` if `second`.
     fn pair_terms(&self, x: &Tensor, masks: &Masks, second: bool) -> Result<PairTerms, EgnnError> {
-        let size = x.size();
-        if size.len() != 3 {
-            return Err(EgnnError::Shape {
-                what: "positions",
-                expected: "[batch, nodes, dims]".into(),
-                got: size,
-            });
-        }
-        masks.check_fits(x)?;
+        check_positions(x, masks)?;
         let kind = x.kind();
         let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]
         let sq = diff.square().sum_dim_intlist(&[-1i64][..], true, kind); // [B, M, M-1, 1]
@@ -205,13 +197,7 @@ impl Dynamics for SimpleDynamics {
         h: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<Velocity, EgnnError> {
-        if let Some(h) = h {
-            return Err(EgnnError::Shape {
-                what: "node features",
-                expected: "none (simple dynamics move positions only)".into(),
-                got: h.size(),
-            });
-        }
+        positions_only(h, "none (simple dynamics move positions only)")?;
         let terms = self.pair_terms(x, masks, false)?;
         Ok(Velocity {
             x: Self::velocity_from(&terms, masks)?,

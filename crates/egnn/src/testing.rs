@@ -71,3 +71,44 @@ pub fn trace_by_columns(
     }
     Ok(total)
 }
+
+/// What padding changes: graph `x [1, nodes, dims]` alone and with `extra` padded nodes (at the
+/// origin, masked out) appended, at time `t`. Returns the largest change of the real nodes'
+/// velocity, the largest velocity entry of a padded node (both should be 0 up to round-off) and
+/// the change of the closed-form divergence (0 for dynamics without one).
+///
+/// Errors: the dynamics' errors.
+pub fn padding_effect(
+    dynamics: &impl Dynamics,
+    t: f64,
+    x: &Tensor,
+    extra: i64,
+) -> Result<(f64, f64, f64), EgnnError> {
+    let size = x.size();
+    let opts = (x.kind(), x.device());
+    let padded = Tensor::cat(&[x, &Tensor::zeros([1, extra, size[2]], opts)], 1);
+    let mask = Tensor::cat(
+        &[
+            Tensor::ones([1, size[1]], opts),
+            Tensor::zeros([1, extra], opts),
+        ],
+        1,
+    );
+    let full = Masks::full(1, size[1], x.kind(), x.device());
+    let masks = Masks::from_node_mask(&mask);
+    let v = dynamics.velocity(t, x, None, &full)?.x;
+    let vp = dynamics.velocity(t, &padded, None, &masks)?.x;
+    let max = |t: Tensor| t.abs().max().double_value(&[]);
+    let div_change = match (
+        dynamics.velocity_and_divergence(t, x, &full),
+        dynamics.velocity_and_divergence(t, &padded, &masks),
+    ) {
+        (Some(a), Some(b)) => max(b?.1 - a?.1),
+        _ => 0.0,
+    };
+    Ok((
+        max(vp.narrow(1, 0, size[1]) - v),
+        max(vp.narrow(1, size[1], extra)),
+        div_change,
+    ))
+}

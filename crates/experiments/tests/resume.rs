@@ -2,29 +2,18 @@
 //! checkpoint and ends with the result the uninterrupted run gets; an unreadable checkpoint is
 //! reported and the run restarts from epoch 1.
 
-use datasets::{metropolis, MetropolisConfig, ParticleDataset, Splits, System};
+use datasets::{ParticleDataset, System};
 use experiments::train::{files, train};
 use experiments::{checkpoint, RunConfig, RunResult};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A small DW4 data set (200 training, 100 validation, 100 test samples), also written to HDF5
-/// under `dir` for the `enf` binary.
+mod common;
+
+/// The small DW4 data set (seed 5), also written to HDF5 under `dir` for the `enf` binary.
 fn small_dw4(dir: &Path) -> (ParticleDataset, PathBuf) {
-    let config = MetropolisConfig {
-        n_chains: 100,
-        n_samples: 400,
-        burn_in: 2_000,
-        thin: 50,
-        proposal_std: 0.5,
-        init_std: 1.5,
-        seed: 5,
-    };
-    let samples = metropolis(&datasets::DoubleWell::dw4(), &config).unwrap();
-    let ds =
-        ParticleDataset::from_samples(System::Dw4, samples, Splits::tail(400, 100, 100).unwrap())
-            .unwrap();
+    let ds = common::small_dw4(5);
     let path = dir.join("dw4-small.h5");
     ds.write(&path).unwrap();
     (ds, path)

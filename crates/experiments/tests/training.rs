@@ -1,25 +1,16 @@
 //! The training pipeline end to end on a small DW4 problem: files written, results readable,
 //! configuration errors named, and a diverging run stopped with its last good checkpoint intact.
 
-use datasets::{metropolis, MetropolisConfig, ParticleDataset, Splits, System};
+use datasets::{ParticleDataset, System};
 use experiments::config::{GradientMethod, RunConfig};
 use experiments::train::{files, train};
 use experiments::{checkpoint, EnfModel, ExperimentError, RunResult};
 
-/// A small DW4 data set: 400 samples, 100 for validation and 100 for test.
+mod common;
+
+/// The small DW4 data set of these tests (seed 3).
 fn small_dw4() -> ParticleDataset {
-    let config = MetropolisConfig {
-        n_chains: 100,
-        n_samples: 400,
-        burn_in: 2_000,
-        thin: 50,
-        proposal_std: 0.5,
-        init_std: 1.5,
-        seed: 3,
-    };
-    let samples = metropolis(&datasets::DoubleWell::dw4(), &config).unwrap();
-    ParticleDataset::from_samples(System::Dw4, samples, Splits::tail(400, 100, 100).unwrap())
-        .unwrap()
+    common::small_dw4(3)
 }
 
 fn small_config(epochs: usize) -> RunConfig {
