@@ -66,7 +66,8 @@ def main():
     centres = w["dynamics.rbf_centres"]
 
     def pair_energy(d):
-        z = torch.softmax(-((d.unsqueeze(-1) - centres) ** 2) / args.width**2, -1)
+        g = torch.exp(-((d.unsqueeze(-1) - centres) ** 2) / args.width**2) + 1e-6
+        z = g / g.sum(-1, keepdim=True)
         for i, (weight, bias) in enumerate(layers):
             z = z @ weight.T + bias
             if i < len(layers) - 1:

@@ -1,5 +1,5 @@
 //! Writing files so that nothing already written is lost or half-written: everything goes to
-//! `<path>.partial`, is flushed to disk, then renamed over `path`. A crash leaves either the old
+//! `<path>.partial.<pid>`, is flushed to disk, then renamed over `path`. A crash leaves either the old
 //! file or the new one, never a truncated mix. Used for data sets here and for checkpoints and
 //! results by the experiments crate.
 
@@ -19,10 +19,12 @@ fn io(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError 
     }
 }
 
-/// `<path>.partial`: where an atomic write goes before it is renamed into place.
+/// `<path>.partial.<process id>`: where this process's atomic write of `path` goes before it is
+/// renamed into place (per process, so that several processes writing the same file, such as the
+/// shards of a cluster job generating a data set, never write into one partial file).
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut s: OsString = path.as_os_str().to_owned();
-    s.push(".partial");
+    s.push(format!(".partial.{}", std::process::id()));
     PathBuf::from(s)
 }
 

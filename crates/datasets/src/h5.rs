@@ -33,7 +33,7 @@ pub const FORMAT_VERSION: u64 = 1;
 
 impl ParticleDataset {
     /// Writes the data set to the HDF5 file `path` atomically: validates, writes
-    /// `<path>.partial`, flushes it to disk, then renames it over `path`. On error the partial
+    /// `<path>.partial.<pid>`, flushes it to disk, then renames it over `path`. On error the partial
     /// file is removed and an existing file at `path` is left untouched. The parent directory
     /// must exist.
     ///

@@ -19,9 +19,9 @@ pub struct Velocity {
 /// A dynamics model: the velocity of a batch of graphs at time t. It knows nothing about flows,
 /// traces or solvers; the flow crate turns it into a continuous normalizing flow.
 ///
-/// Implementations must be E(n) equivariant in the positions if the flow is to be (the baselines
-/// of the paper's Table 1 are deliberately not), permutation equivariant over nodes, and must keep
-/// the position velocity centred so the flow stays on the zero-centre-of-mass subspace.
+/// Implementations must be E(n) equivariant in the positions if the flow is to be (the GNF
+/// baselines of the paper's Table 1 deliberately are not), permutation equivariant over nodes, and
+/// must keep the position velocity centred so the flow stays on the zero-centre-of-mass subspace.
 pub trait Dynamics {
     /// Velocity at time `t` (in [0, 1]) of positions `x [batch, nodes, dims]` and, for flows over
     /// features, node features `h [batch, nodes, nf]`, for graphs with masks `masks`.

@@ -32,7 +32,7 @@ pub enum FlowMethod {
     Gnf,
     /// GNF-att: GNF with the attention gate.
     GnfAtt,
-    /// GNF-att-aug: GNF-att trained on a random rotation of every training sample.
+    /// GNF-att-aug: GNF-att trained on a random rotation (Haar on SO(n)) of every training sample.
     GnfAttAug,
     /// Simple dynamics (Köhler et al. 2020): minus the gradient of a learned pair potential, with
     /// a closed-form divergence ([`egnn::SimpleDynamics`]).
@@ -89,7 +89,7 @@ impl FlowMethod {
 impl std::str::FromStr for FlowMethod {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let key = s.to_ascii_lowercase().replace('-', "_");
+        let key = s.to_ascii_lowercase().replace(['-', ' '], "_");
         FlowMethod::ALL
             .into_iter()
             .find(|m| {
@@ -325,6 +325,21 @@ impl RunConfig {
             },
             adjoint: None,
         })
+    }
+
+    /// Whether `other` is the same run: equal in everything that can change its results, that
+    /// is everything but where the data file lies (`data.path`), the device and the libtorch
+    /// thread count. A run may be resumed, reused or merged under such differences (another
+    /// machine of a cluster, another `--data-dir`).
+    pub fn same_run(&self, other: &RunConfig) -> bool {
+        let normalised = |c: &RunConfig| {
+            let mut c = c.clone();
+            c.data.path = None;
+            c.training.device = DeviceChoice::Cpu;
+            c.training.threads = 0;
+            c
+        };
+        normalised(self) == normalised(other)
     }
 
     /// Parses TOML text; `origin` names the source in errors.

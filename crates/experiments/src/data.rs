@@ -43,12 +43,23 @@ impl TensorBatch {
         }
     }
 
-    /// Every graph rotated by its own random orthogonal matrix (Haar on O(n), reflections
-    /// included; [`geometry::random_orthogonal_batch`]) about the origin, positions as row
-    /// vectors: `x Q_b^T`. Centred positions stay centred. The GNF-att-aug training augmentation.
+    /// Every graph rotated by its own random rotation (Haar on SO(n): a Haar orthogonal matrix
+    /// from [`geometry::random_orthogonal_batch`] with its first column negated when it is a
+    /// reflection) about the origin, positions as row vectors: `x Q_b^T`. Centred positions stay
+    /// centred. The GNF-att-aug training augmentation (rotations only, as the reference's).
     pub fn randomly_rotated(&self, rng: &mut impl rand::Rng) -> TensorBatch {
         let size = self.positions.size();
-        let q = geometry::random_orthogonal_batch(size[0], size[2], rng)
+        let q = geometry::random_orthogonal_batch(size[0], size[2], rng);
+        let det_sign = Tensor::linalg_det(&q).sign(); // [batch], +-1
+                                                      // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
+        let flip = Tensor::cat(
+            &[
+                det_sign.view([size[0], 1, 1]),
+                Tensor::ones([size[0], 1, size[2] - 1], (Kind::Double, Device::Cpu)),
+            ],
+            2,
+        );
+        let q = (q * flip)
             .to_kind(self.positions.kind())
             .to_device(self.positions.device());
         TensorBatch {
@@ -91,6 +102,17 @@ mod tests {
             .double_value(&[]);
         assert!(err < 1e-12, "pairwise distances changed by {err}");
         assert!(geometry::centre::max_centre_of_mass(&rotated.positions, None).unwrap() < 1e-12);
+        // Rotations, not reflections: the signed area of every triangle keeps its sign (2D).
+        let signed_area = |t: &Tensor| {
+            let a = t.select(1, 1) - t.select(1, 0);
+            let b = t.select(1, 2) - t.select(1, 0);
+            a.select(1, 0) * b.select(1, 1) - a.select(1, 1) * b.select(1, 0)
+        };
+        let ratio = signed_area(&rotated.positions) / signed_area(&x);
+        assert!(
+            (&ratio - 1.0).abs().max().double_value(&[]) < 1e-9,
+            "{ratio:?}"
+        );
         // Every graph is moved (a draw of the identity has probability zero).
         let moved = (&rotated.positions - &x).abs().amax(&[1i64, 2][..], false);
         assert!(moved.min().double_value(&[]) > 1e-3, "{moved:?}");

@@ -319,7 +319,8 @@ fn evaluate_run(
         tch::Kind::Float,
         device,
     );
-    tch::manual_seed(cfg.training.seed as i64);
+    // The seed of the run's own test evaluation, so a Hutchinson test NLL repeats result.json.
+    tch::manual_seed(experiments::train::test_seed(&cfg.training));
     let eval = evaluate_nll(&model, &batch, &cfg.training, trace, split.as_str())?;
     println!(
         "{} (epoch {}), {} split, {} samples: NLL {:.4} +- {:.4} nats; {} NFE, {} accepted and {} rejected steps; {:.1} s",

@@ -16,7 +16,7 @@ pub struct EpochMetrics {
     pub train_nll: f64,
     /// Mean NFE per training step over the epoch (forward solve only).
     pub train_nfe_per_step: f64,
-    /// Seconds per training step over the epoch.
+    /// Seconds per training step over the epoch (the steps alone, validation excluded).
     pub seconds_per_step: f64,
     /// Validation evaluation, on evaluation epochs.
     pub validation: Option<Evaluation>,

@@ -154,17 +154,29 @@ struct Progress {
     elapsed: f64,
 }
 
+/// Why an unfinished run cannot be resumed.
+enum ResumeError {
+    /// `last.safetensors` is unreadable (truncated, corrupt, not a resumable checkpoint of this
+    /// model): the run restarts from epoch 1.
+    Unreadable(ExperimentError),
+    /// The checkpoint is fine but the other files disagree with it, or cannot be read: an error,
+    /// nothing is deleted.
+    Inconsistent(ExperimentError),
+}
+
 /// Reads the unfinished run in `run_dir` into `model` and `opt`: `last.safetensors` (parameters,
-/// optimiser state, finished epochs), the metrics of those epochs and the best checkpoint.
-/// `Ok(None)` when there is nothing to resume.
+/// optimiser state, finished epochs), the metrics of those epochs and the best checkpoint. A best
+/// checkpoint older than the metrics say (the process died between writing `last` and `best` of
+/// an improving epoch) is rewritten from `last`. `Ok(None)` when there is nothing to resume.
 ///
-/// Errors: [`ExperimentError::Checkpoint`] or [`ExperimentError::Io`] naming the file that is
-/// unreadable or inconsistent. `model` may then hold the checkpoint's parameters: rebuild it.
+/// Errors: [`ResumeError`]; after one, `model` and `opt` may hold part of the checkpoint:
+/// rebuild them.
 fn read_progress(
     run_dir: &Path,
     model: &mut EnfModel,
     opt: &mut AdamW,
-) -> Result<Option<Progress>, ExperimentError> {
+) -> Result<Option<Progress>, ResumeError> {
+    use ResumeError::{Inconsistent, Unreadable};
     let last = run_dir.join(files::LAST);
     if !last.exists() {
         return Ok(None);
@@ -173,34 +185,37 @@ fn read_progress(
         path: path.to_path_buf(),
         message,
     };
-    let contents = checkpoint::read(&last)?;
-    let number = |key: &str| -> Result<f64, ExperimentError> {
+    let contents = checkpoint::read(&last).map_err(Unreadable)?;
+    let number = |key: &str| -> Result<f64, ResumeError> {
         contents
             .metadata
             .get(key)
             .and_then(|v| v.parse::<f64>().ok())
-            .ok_or_else(|| bad(&last, format!("no number {key} in the metadata")))
+            .ok_or_else(|| Unreadable(bad(&last, format!("no number {key} in the metadata"))))
     };
     let epoch = number("epoch")? as usize;
     let steps = number("optimiser_steps")? as u64;
     let elapsed = number("elapsed_seconds")?;
-    checkpoint::restore(&mut model.vs, &contents, &last)?;
+    checkpoint::restore(&mut model.vs, &contents, &last).map_err(Unreadable)?;
     opt.load_state(&contents.tensors, steps)
-        .map_err(|e| bad(&last, e.to_string()))?;
+        .map_err(|e| Unreadable(bad(&last, e.to_string())))?;
 
     let metrics_path = run_dir.join(files::METRICS);
     let text = std::fs::read_to_string(&metrics_path)
-        .map_err(|e| ExperimentError::io(&metrics_path, e))?;
+        .map_err(|e| Inconsistent(ExperimentError::io(&metrics_path, e)))?;
     let metrics: Vec<EpochMetrics> = text
         .lines()
         .filter_map(|line| serde_json::from_str::<EpochMetrics>(line).ok())
         .filter(|m| m.epoch <= epoch)
         .collect();
     if metrics.iter().map(|m| m.epoch).ne(1..=epoch) {
-        return Err(bad(
+        return Err(Inconsistent(bad(
             &metrics_path,
-            format!("does not hold the metrics of epochs 1 to {epoch}"),
-        ));
+            format!(
+                "does not hold the metrics of epochs 1 to {epoch}, which {} has",
+                last.display()
+            ),
+        )));
     }
     let mut best: Option<(usize, Evaluation)> = None;
     for m in &metrics {
@@ -210,14 +225,20 @@ fn read_progress(
             }
         }
     }
-    if let Some((best_epoch, _)) = best {
+    if let Some((best_epoch, eval)) = best {
         let path = run_dir.join(files::BEST);
-        let meta = checkpoint::read(&path)?.metadata;
-        if meta.get("epoch") != Some(&best_epoch.to_string()) {
-            return Err(bad(
-                &path,
-                format!("is not the checkpoint of epoch {best_epoch}"),
-            ));
+        let saved = checkpoint::read(&path)
+            .ok()
+            .and_then(|c| c.metadata.get("epoch").cloned());
+        if saved != Some(best_epoch.to_string()) {
+            if best_epoch != epoch {
+                return Err(Inconsistent(bad(
+                    &path,
+                    format!("is not the checkpoint of epoch {best_epoch}, the best validation"),
+                )));
+            }
+            // Killed between writing `last` and `best` of this epoch: same parameters.
+            save_best(model, best_epoch, &eval, &path).map_err(Inconsistent)?;
         }
     }
     Ok(Some(Progress {
@@ -226,6 +247,26 @@ fn read_progress(
         metrics,
         elapsed,
     }))
+}
+
+/// Writes the best checkpoint of `epoch` with its validation NLL in the metadata.
+fn save_best(
+    model: &EnfModel,
+    epoch: usize,
+    eval: &Evaluation,
+    path: &Path,
+) -> Result<(), ExperimentError> {
+    let meta = HashMap::from([
+        ("epoch".to_string(), epoch.to_string()),
+        ("validation_nll".to_string(), eval.nll.to_string()),
+    ]);
+    checkpoint::save(&model.vs, &meta, path)
+}
+
+/// The seed of libtorch's generator for the final test evaluation of a run (Hutchinson probes
+/// when the test trace is estimated): `enf evaluate` uses it too, so it repeats `result.json`.
+pub fn test_seed(training: &TrainingConfig) -> i64 {
+    epoch_seed(training.seed, training.epochs + 1)
 }
 
 /// Trains one run of `config` on `dataset`, writing into `run_dir`, and evaluates the test NLL of
@@ -255,7 +296,7 @@ pub fn train(
     if config_path.exists() {
         // Never mix two runs in one directory.
         let existing = RunConfig::from_file(&config_path)?;
-        if existing != *config {
+        if !existing.same_run(config) {
             return Err(ExperimentError::Config {
                 key: config_path.display().to_string(),
                 message: "holds another run's configuration; choose another run directory".into(),
@@ -269,14 +310,17 @@ pub fn train(
     let mut opt = optimiser(&model, t);
     let progress = match read_progress(run_dir, &mut model, &mut opt) {
         Ok(progress) => progress,
-        Err(e) => {
+        Err(ResumeError::Inconsistent(e)) => return Err(e),
+        Err(ResumeError::Unreadable(e)) => {
+            // Kept for inspection; the restarted run writes the other files anew.
+            let last = run_dir.join(files::LAST);
+            let aside = run_dir.join(format!("{}.unreadable", files::LAST));
+            let _ = std::fs::rename(&last, &aside);
             tracing::warn!(
-                "cannot resume {}: {e}; restarting from epoch 1",
-                run_dir.display()
+                "cannot resume {}: {e}; moved it to {} and restarting from epoch 1",
+                run_dir.display(),
+                aside.display()
             );
-            for stale in [files::LAST, files::BEST, files::METRICS] {
-                let _ = std::fs::remove_file(run_dir.join(stale));
-            }
             tch::manual_seed(t.seed as i64);
             model = EnfModel::for_run(config, device)?;
             opt = optimiser(&model, t);
@@ -338,12 +382,14 @@ pub fn train(
     let mut running = f64::NAN;
     for epoch in first_epoch..=t.epochs {
         tch::manual_seed(epoch_seed(t.seed, epoch));
-        let (mut epoch_nll, mut epoch_nfe, epoch_start) = (0.0, 0.0, Instant::now());
+        let (mut epoch_nll, mut epoch_nfe, mut epoch_train_seconds) = (0.0, 0.0, 0.0);
         for (step, batch) in schedule.epoch(dataset, epoch as u64)?.enumerate() {
             let step_start = Instant::now();
             let batch = TensorBatch::from_batch(&batch, Kind::Float, device);
             let (nll, nfe) = train_step(&model, &mut opt, &batch, config, epoch, step)?;
-            step_seconds.push(step_start.elapsed().as_secs_f64());
+            let seconds = step_start.elapsed().as_secs_f64();
+            step_seconds.push(seconds);
+            epoch_train_seconds += seconds;
             epoch_nll += nll;
             epoch_nfe += nfe;
             running = if running.is_nan() {
@@ -366,14 +412,6 @@ pub fn train(
                 t.eval_trace,
                 &format!("validation after epoch {epoch}"),
             )?;
-            if best.as_ref().is_none_or(|(_, b)| eval.nll < b.nll) {
-                let meta = HashMap::from([
-                    ("epoch".to_string(), epoch.to_string()),
-                    ("validation_nll".to_string(), eval.nll.to_string()),
-                ]);
-                checkpoint::save(&model.vs, &meta, &run_dir.join(files::BEST))?;
-                best = Some((epoch, eval));
-            }
             let line = format!(
                 "epoch {epoch}: train NLL {:.4} ({:.1} NFE/step), validation NLL {:.4} +- {:.4} ({:.1} s)",
                 epoch_nll / steps_per_epoch as f64,
@@ -395,11 +433,15 @@ pub fn train(
             epoch,
             train_nll: epoch_nll / steps_per_epoch as f64,
             train_nfe_per_step: epoch_nfe / steps_per_epoch as f64,
-            seconds_per_step: epoch_start.elapsed().as_secs_f64() / steps_per_epoch as f64,
+            seconds_per_step: epoch_train_seconds / steps_per_epoch as f64,
             validation,
         };
+        // Order matters for resuming: the metrics line (on disk), then `last`, then `best`; a
+        // process killed in between leaves files that read_progress reconciles.
         let line = serde_json::to_string(&record).unwrap_or_default();
-        writeln!(metrics_file, "{line}").map_err(|e| ExperimentError::io(&metrics_path, e))?;
+        writeln!(metrics_file, "{line}")
+            .and_then(|()| metrics_file.sync_data())
+            .map_err(|e| ExperimentError::io(&metrics_path, e))?;
         let meta = HashMap::from([
             ("epoch".to_string(), epoch.to_string()),
             ("optimiser_steps".to_string(), opt.steps_taken().to_string()),
@@ -414,6 +456,12 @@ pub fn train(
             &meta,
             &run_dir.join(files::LAST),
         )?;
+        if let Some(eval) = validation {
+            if best.as_ref().is_none_or(|(_, b)| eval.nll < b.nll) {
+                save_best(&model, epoch, &eval, &run_dir.join(files::BEST))?;
+                best = Some((epoch, eval));
+            }
+        }
     }
     bar.finish_and_clear();
 
@@ -422,7 +470,7 @@ pub fn train(
         message: "no validation was run".into(),
     })?;
     checkpoint::load(&mut model.vs, &run_dir.join(files::BEST))?;
-    tch::manual_seed(epoch_seed(t.seed, t.epochs + 1));
+    tch::manual_seed(test_seed(t));
     let test = evaluate_nll(&model, &test, t, t.test_trace, "test")?;
     let result = RunResult {
         method: config.model.method.paper_name().into(),

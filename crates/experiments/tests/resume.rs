@@ -141,6 +141,9 @@ fn a_corrupt_checkpoint_is_reported_and_the_run_restarts_cleanly() {
 
     let again = train(&config, &ds, &run_dir, false).unwrap();
     assert_same_result(&first, &again);
+    // The unreadable file is kept aside for inspection, not deleted.
+    let aside = run_dir.join(format!("{}.unreadable", files::LAST));
+    assert_eq!(std::fs::read(aside).unwrap(), &bytes[..bytes.len() / 2]);
     assert_eq!(metrics_epochs(&run_dir), vec![1, 2]);
     assert_eq!(checkpointed_epoch(&run_dir), Some(2));
 }
@@ -161,4 +164,28 @@ fn a_directory_of_another_run_is_refused_untouched() {
         RunConfig::from_file(&run_dir.join(files::CONFIG)).unwrap(),
         other
     );
+}
+
+#[test]
+fn a_run_killed_between_its_last_and_best_checkpoints_is_reconciled() {
+    let _rng = geometry::testing::seeded(2);
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, data) = small_dw4(dir.path());
+    let mut one = config(&data);
+    one.training.epochs = 1;
+    let mut two = config(&data);
+    two.training.epochs = 2;
+    let first = dir.path().join("one");
+    let run = dir.path().join("two");
+    train(&one, &ds, &first, false).unwrap();
+    let whole = train(&two, &ds, &run, false).unwrap();
+    assert_eq!(whole.best_epoch, 2, "the test needs epoch 2 to improve");
+    // The state after `last` of epoch 2 was written and the process died before `best` was:
+    // `best` still holds epoch 1 (the same epoch 1 as the one-epoch run's).
+    std::fs::remove_file(run.join(files::RESULT)).unwrap();
+    std::fs::copy(first.join(files::BEST), run.join(files::BEST)).unwrap();
+    let resumed = train(&two, &ds, &run, false).unwrap();
+    assert_same_result(&whole, &resumed);
+    let best = checkpoint::read(&run.join(files::BEST)).unwrap();
+    assert_eq!(best.metadata["epoch"], "2");
 }
