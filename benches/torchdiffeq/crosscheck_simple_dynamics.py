@@ -66,8 +66,7 @@ def main():
     centres = w["dynamics.rbf_centres"]
 
     def pair_energy(d):
-        g = torch.exp(-((d.unsqueeze(-1) - centres) ** 2) / args.width**2) + 1e-6
-        z = g / g.sum(-1, keepdim=True)
+        z = torch.softmax(-((d.unsqueeze(-1) - centres) ** 2) / args.width**2, -1)
         for i, (weight, bias) in enumerate(layers):
             z = z @ weight.T + bias
             if i < len(layers) - 1:

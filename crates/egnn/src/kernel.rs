@@ -130,7 +130,8 @@ impl KernelDynamics {
         let c = self.weights.to_kind(x.kind()).matmul(&psi); // [K]
         let phi_c = &phi * &c;
         let mut w = phi_c.sum_dim_intlist(&[-1i64][..], true, x.kind()); // [B, M, M-1, 1]
-                                                                         // dw/dd: the derivative of the normalised kernels.
+
+        // dw/dd: the derivative of the normalised kernels.
         let a = offset * (&gammas * -2.0);
         let a_mean = (&phi * &a).sum_dim_intlist(&[-1i64][..], true, x.kind());
         let mut w_prime = (phi_c * (a - a_mean)).sum_dim_intlist(&[-1i64][..], true, x.kind());

