@@ -17,7 +17,7 @@
 //! padding no masking operation is needed at all.
 
 use crate::config::Aggregation;
-use crate::linear::Linear;
+use crate::linear::{split_edge_input, Linear};
 use crate::masks::{gather_neighbours, neighbour_differences, Masks};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -70,21 +70,10 @@ impl EquivariantConv {
         // One fan-in for the three blocks, as for the single reference layer they replace.
         let fan_in = 2 * hidden_nf + 1 + edge_attr_nf;
         let edge_in = &edge / "linear_in";
+        let (edge_source, edge_target) = split_edge_input(&edge_in, hidden_nf, fan_in);
         EquivariantConv {
-            edge_source: Linear::with_fan_in(
-                &edge_in / "source",
-                hidden_nf,
-                hidden_nf,
-                fan_in,
-                true,
-            ),
-            edge_target: Linear::with_fan_in(
-                &edge_in / "target",
-                hidden_nf,
-                hidden_nf,
-                fan_in,
-                false,
-            ),
+            edge_source,
+            edge_target,
             edge_scalars: Linear::with_fan_in(
                 &edge_in / "scalars",
                 1 + edge_attr_nf,

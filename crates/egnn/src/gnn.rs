@@ -20,7 +20,7 @@
 use crate::config::EgnnConfig;
 use crate::dynamics::{positions_only, Dynamics, Velocity};
 use crate::error::EgnnError;
-use crate::linear::Linear;
+use crate::linear::{split_edge_input, Linear};
 use crate::masks::{gather_neighbours, Masks};
 use tch::nn::{self, Module};
 use tch::Tensor;
@@ -48,22 +48,10 @@ impl GraphConv {
         let edge = &path / "edge_mlp";
         let edge_in = &edge / "linear_in";
         let node = &path / "node_mlp";
-        let fan_in = 2 * hidden_nf;
+        let (edge_source, edge_target) = split_edge_input(&edge_in, hidden_nf, 2 * hidden_nf);
         GraphConv {
-            edge_source: Linear::with_fan_in(
-                &edge_in / "source",
-                hidden_nf,
-                hidden_nf,
-                fan_in,
-                true,
-            ),
-            edge_target: Linear::with_fan_in(
-                &edge_in / "target",
-                hidden_nf,
-                hidden_nf,
-                fan_in,
-                false,
-            ),
+            edge_source,
+            edge_target,
             edge_out: Linear::new(&edge / "linear_out", hidden_nf, hidden_nf),
             attention: attention.then(|| Linear::new(&path / "attention" / "linear", hidden_nf, 1)),
             node_in: Linear::new(&node / "linear_in", 2 * hidden_nf, hidden_nf),

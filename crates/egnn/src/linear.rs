@@ -43,6 +43,18 @@ impl Linear {
     }
 }
 
+/// The first edge layer of a message network, `Linear(2 hidden + extra -> hidden)` on
+/// `[h_i, h_j, ...]`, split by input columns into the blocks applied to `h_i` (`<path>.source`,
+/// with the layer's bias) and to `h_j` (`<path>.target`, no bias), both initialised as the whole
+/// layer of fan-in `fan_in` would be; so they can be applied per node and broadcast or gathered
+/// over the neighbours. Returns `(source, target)`.
+pub fn split_edge_input(path: &nn::Path, hidden_nf: i64, fan_in: i64) -> (Linear, Linear) {
+    (
+        Linear::with_fan_in(path / "source", hidden_nf, hidden_nf, fan_in, true),
+        Linear::with_fan_in(path / "target", hidden_nf, hidden_nf, fan_in, false),
+    )
+}
+
 /// A variable `<path>.<name>` of `shape` drawn uniformly on +-`bound`.
 fn uniform(path: &nn::Path, name: &str, shape: &[i64], bound: f64) -> Tensor {
     path.var(
