@@ -1,5 +1,5 @@
 //! Writing files so that nothing already written is lost or half-written: everything goes to
-//! `<path>.partial.<pid>`, is flushed to disk, then renamed over `path`. A crash leaves either the old
+//! `<path>.partial.<pid>.<thread>`, is flushed to disk, then renamed over `path`. A crash leaves either the old
 //! file or the new one, never a truncated mix. Used for data sets here and for checkpoints and
 //! results by the experiments crate.
 
@@ -19,12 +19,20 @@ fn io(action: &str, path: &Path) -> impl FnOnce(std::io::Error) -> DatasetError 
     }
 }
 
-/// `<path>.partial.<process id>`: where this process's atomic write of `path` goes before it is
-/// renamed into place (per process, so that several processes writing the same file, such as the
-/// shards of a cluster job generating a data set, never write into one partial file).
+/// `<path>.partial.<process id>.<thread number>`: where this thread's atomic write of `path` goes
+/// before it is renamed into place. Per process, so that several processes writing the same file
+/// (such as the shards of a cluster job generating a data set) never write into one partial
+/// file, and per thread (a number given to each thread on first use), so that two threads of one
+/// process (parallel tests) do not either. The same thread always gets the same path.
 pub fn partial_path(path: &Path) -> PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static THREAD: u64 = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    let thread = THREAD.with(|t| *t);
     let mut s: OsString = path.as_os_str().to_owned();
-    s.push(format!(".partial.{}", std::process::id()));
+    s.push(format!(".partial.{}.{thread}", std::process::id()));
     PathBuf::from(s)
 }
 

@@ -197,6 +197,47 @@ pub enum DatasetError {
     #[error("no default data generation for system {0}")]
     UnsupportedSystem(String),
 
+    /// A download (by `pip download`) could not be made or did not produce the expected file.
+    #[error("downloading {what} failed: {reason}")]
+    Download {
+        /// What was being downloaded, e.g. `qm9pack==1.0.3`.
+        what: String,
+        /// What went wrong, in words (pip's exit status, a missing file ...).
+        reason: String,
+    },
+
+    /// A file's SHA-256 digest is not the pinned one (a corrupt, truncated or substituted
+    /// download). The file is removed before this error is returned.
+    #[error("{}: SHA-256 {found} does not match the expected {expected}", path.display())]
+    ChecksumMismatch {
+        /// The file concerned.
+        path: PathBuf,
+        /// The pinned digest, lowercase hex.
+        expected: String,
+        /// The digest of the file, lowercase hex.
+        found: String,
+    },
+
+    /// A zip archive (a Python wheel) cannot be read, or lacks a member.
+    #[error("{}: cannot read the archive: {reason}", path.display())]
+    Archive {
+        /// The archive concerned.
+        path: PathBuf,
+        /// What is wrong, in words.
+        reason: String,
+    },
+
+    /// A CSV record of a source file cannot be parsed.
+    #[error("{file}, record {record}: {reason}")]
+    Csv {
+        /// The CSV file, as named inside its archive (e.g. `qm9pack/data/qm9_part1.csv`).
+        file: String,
+        /// The 1-based record number (the header is record 0), or 0 for the header itself.
+        record: u64,
+        /// What is wrong, in words, naming the column.
+        reason: String,
+    },
+
     /// A system name could not be parsed.
     #[error("unknown system name {0:?} (known: DW4, LJ13)")]
     UnknownSystem(String),

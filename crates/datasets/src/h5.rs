@@ -33,7 +33,7 @@ pub const FORMAT_VERSION: u64 = 1;
 
 impl ParticleDataset {
     /// Writes the data set to the HDF5 file `path` atomically: validates, writes
-    /// `<path>.partial.<pid>`, flushes it to disk, then renames it over `path`. On error the partial
+    /// `<path>.partial.<pid>.<thread>`, flushes it to disk, then renames it over `path`. On error the partial
     /// file is removed and an existing file at `path` is left untouched. The parent directory
     /// must exist.
     ///
@@ -243,10 +243,10 @@ impl ParticleDataset {
     }
 }
 
-/// Attribute writers for one file.
-struct Writer<'a> {
-    file: &'a hdf5::File,
-    target: &'a Path,
+/// Attribute writers for one file (shared with the QM9 file format).
+pub(crate) struct Writer<'a> {
+    pub(crate) file: &'a hdf5::File,
+    pub(crate) target: &'a Path,
 }
 
 impl Writer<'_> {
@@ -260,7 +260,7 @@ impl Writer<'_> {
         }
     }
 
-    fn u64_attr(&self, name: &str, v: u64) -> Result<()> {
+    pub(crate) fn u64_attr(&self, name: &str, v: u64) -> Result<()> {
         self.file
             .new_attr::<u64>()
             .create(name)
@@ -268,7 +268,7 @@ impl Writer<'_> {
             .map_err(self.err(name))
     }
 
-    fn f64_attr(&self, name: &str, v: f64) -> Result<()> {
+    pub(crate) fn f64_attr(&self, name: &str, v: f64) -> Result<()> {
         self.file
             .new_attr::<f64>()
             .create(name)
@@ -276,7 +276,40 @@ impl Writer<'_> {
             .map_err(self.err(name))
     }
 
-    fn string_attr(&self, name: &str, v: &str) -> Result<()> {
+    /// Creates dataset `name` of `group` (`full` = its absolute path, for messages) with `shape`
+    /// and writes `data` (row-major; nothing is written when it is empty).
+    pub(crate) fn dataset<T: hdf5::H5Type>(
+        &self,
+        group: &hdf5::Group,
+        name: &str,
+        full: &str,
+        shape: &[usize],
+        data: &[T],
+    ) -> Result<()> {
+        let path = self.target.to_path_buf();
+        let h = |action: String| {
+            move |source| DatasetError::Hdf5 {
+                path,
+                action,
+                source,
+            }
+        };
+        let ds = group
+            .new_dataset::<T>()
+            .shape(shape.to_vec())
+            .create(name)
+            .map_err(h(format!("creating {full}")))?;
+        if !data.is_empty() {
+            ds.write_raw(data).map_err(|source| DatasetError::Hdf5 {
+                path: self.target.to_path_buf(),
+                action: format!("writing {full}"),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn string_attr(&self, name: &str, v: &str) -> Result<()> {
         let s: VarLenUnicode = v.parse().map_err(|_| DatasetError::InvalidValue {
             path: self.target.to_path_buf(),
             object: format!("@{name}"),
@@ -291,14 +324,14 @@ impl Writer<'_> {
     }
 }
 
-/// Validating readers for one open file.
-struct Reader<'a> {
-    file: &'a hdf5::File,
-    path: &'a Path,
+/// Validating readers for one open file (shared with the QM9 file format).
+pub(crate) struct Reader<'a> {
+    pub(crate) file: &'a hdf5::File,
+    pub(crate) path: &'a Path,
 }
 
 impl Reader<'_> {
-    fn hdf5_err(&self, action: String) -> impl FnOnce(hdf5::Error) -> DatasetError {
+    pub(crate) fn hdf5_err(&self, action: String) -> impl FnOnce(hdf5::Error) -> DatasetError {
         let path = self.path.to_path_buf();
         move |source| DatasetError::Hdf5 {
             path,
@@ -338,7 +371,12 @@ impl Reader<'_> {
         Ok((a, t))
     }
 
-    fn wrong_dtype(&self, object: String, expected: &str, found: &TypeDescriptor) -> DatasetError {
+    pub(crate) fn wrong_dtype(
+        &self,
+        object: String,
+        expected: &str,
+        found: &TypeDescriptor,
+    ) -> DatasetError {
         DatasetError::WrongDtype {
             path: self.path.to_path_buf(),
             object,
@@ -347,7 +385,7 @@ impl Reader<'_> {
         }
     }
 
-    fn u64_attr(&self, name: &str) -> Result<u64> {
+    pub(crate) fn u64_attr(&self, name: &str) -> Result<u64> {
         let (a, t) = self.attr(name)?;
         let read = self.hdf5_err(format!("reading attribute {name}"));
         match t {
@@ -365,7 +403,7 @@ impl Reader<'_> {
         }
     }
 
-    fn usize_attr(&self, name: &str) -> Result<usize> {
+    pub(crate) fn usize_attr(&self, name: &str) -> Result<usize> {
         let v = self.u64_attr(name)?;
         usize::try_from(v).map_err(|_| DatasetError::InvalidValue {
             path: self.path.to_path_buf(),
@@ -375,7 +413,7 @@ impl Reader<'_> {
         })
     }
 
-    fn f64_attr(&self, name: &str) -> Result<f64> {
+    pub(crate) fn f64_attr(&self, name: &str) -> Result<f64> {
         let (a, t) = self.attr(name)?;
         match t {
             TypeDescriptor::Float(_) => Ok(a
@@ -385,7 +423,7 @@ impl Reader<'_> {
         }
     }
 
-    fn string_attr(&self, name: &str) -> Result<String> {
+    pub(crate) fn string_attr(&self, name: &str) -> Result<String> {
         let (a, t) = self.attr(name)?;
         let read = self.hdf5_err(format!("reading attribute {name}"));
         match t {
@@ -426,7 +464,12 @@ impl Reader<'_> {
     }
 
     /// Opens dataset `name` of `group`, `full` being its absolute path for messages.
-    fn dataset(&self, group: &hdf5::Group, name: &str, full: &str) -> Result<hdf5::Dataset> {
+    pub(crate) fn dataset(
+        &self,
+        group: &hdf5::Group,
+        name: &str,
+        full: &str,
+    ) -> Result<hdf5::Dataset> {
         if !group.link_exists(name) {
             return Err(DatasetError::MissingDataset {
                 path: self.path.to_path_buf(),
@@ -438,20 +481,25 @@ impl Reader<'_> {
             .map_err(self.hdf5_err(format!("opening dataset {full}")))
     }
 
-    fn dtype(&self, ds: &hdf5::Dataset, full: &str) -> Result<TypeDescriptor> {
+    pub(crate) fn dtype(&self, ds: &hdf5::Dataset, full: &str) -> Result<TypeDescriptor> {
         ds.dtype()
             .and_then(|t| t.to_descriptor())
             .map_err(self.hdf5_err(format!("reading the type of {full}")))
     }
 
-    fn expect_float(&self, ds: &hdf5::Dataset, full: &str) -> Result<()> {
+    pub(crate) fn expect_float(&self, ds: &hdf5::Dataset, full: &str) -> Result<()> {
         match self.dtype(ds, full)? {
             TypeDescriptor::Float(_) => Ok(()),
             other => Err(self.wrong_dtype(full.into(), "float32 (any float type is read)", &other)),
         }
     }
 
-    fn expect_shape_1d(&self, ds: &hdf5::Dataset, full: &str, len: Option<usize>) -> Result<()> {
+    pub(crate) fn expect_shape_1d(
+        &self,
+        ds: &hdf5::Dataset,
+        full: &str,
+        len: Option<usize>,
+    ) -> Result<()> {
         let shape = ds.shape();
         match (shape.as_slice(), len) {
             ([_], None) => Ok(()),
@@ -470,7 +518,7 @@ impl Reader<'_> {
 
     /// Reads a whole dataset as `T`; `nonempty_if` is the leading dimension (0 = empty, read
     /// nothing: HDF5 reads of empty selections are skipped).
-    fn read_raw<T: hdf5::H5Type>(
+    pub(crate) fn read_raw<T: hdf5::H5Type>(
         &self,
         ds: &hdf5::Dataset,
         full: &str,
@@ -484,7 +532,7 @@ impl Reader<'_> {
     }
 
     /// Reads a split: rank 1, integer type, every entry in `[0, n)`.
-    fn indices(&self, ds: &hdf5::Dataset, full: &str, n: usize) -> Result<Vec<usize>> {
+    pub(crate) fn indices(&self, ds: &hdf5::Dataset, full: &str, n: usize) -> Result<Vec<usize>> {
         self.expect_shape_1d(ds, full, None)?;
         let raw: Vec<u64> = match self.dtype(ds, full)? {
             TypeDescriptor::Unsigned(_) => self.read_raw::<u64>(ds, full, 1)?,

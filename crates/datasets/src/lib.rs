@@ -1,5 +1,5 @@
-//! Particle-system data for E(n) Equivariant Normalizing Flows (Satorras et al., NeurIPS 2021):
-//! the DW4 and LJ13 energies, a seeded multi-chain Metropolis sampler, the HDF5 data-set format
+//! Data for E(n) Equivariant Normalizing Flows (Satorras et al., NeurIPS 2021): QM9 molecules
+//! ([`qm9`]: acquisition, the standard split, stability), the DW4 and LJ13 energies, a seeded multi-chain Metropolis sampler, the HDF5 data-set format
 //! (`docs/data-format.md`), import of the literature's `.npy` samples, the paper's splits, and a
 //! seeded mini-batch loader that centres positions.
 //!
@@ -30,6 +30,7 @@ pub mod h5;
 pub mod mcmc;
 pub mod npy;
 pub mod particles;
+pub mod qm9;
 mod rng;
 pub mod splits;
 pub mod stats;
@@ -46,5 +47,6 @@ pub use h5::FORMAT_VERSION;
 pub use mcmc::{metropolis, MetropolisConfig, Samples};
 pub use npy::read_npy_positions;
 pub use particles::{ParticleDataset, Source};
+pub use qm9::{ensure_qm9, Element, Qm9Dataset};
 pub use splits::{SplitName, Splits};
 pub use system::System;
