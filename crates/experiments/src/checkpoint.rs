@@ -90,7 +90,8 @@ pub struct Contents {
 /// Reads every tensor and the metadata of a safetensors checkpoint.
 ///
 /// Errors: [`ExperimentError::Io`] if unreadable; [`ExperimentError::Checkpoint`] for a file that
-/// is not safetensors (truncated, corrupt) or holds a tensor of a non-float dtype, naming it.
+/// is not safetensors (truncated, corrupt) or holds a tensor of a dtype other than f32, f64 or
+/// i64, naming it.
 pub fn read(path: &Path) -> Result<Contents, ExperimentError> {
     let err = |message: String| ExperimentError::Checkpoint {
         path: path.to_path_buf(),
@@ -107,6 +108,8 @@ pub fn read(path: &Path) -> Result<Contents, ExperimentError> {
         let kind = match view.dtype() {
             Dtype::F32 => Kind::Float,
             Dtype::F64 => Kind::Double,
+            // Integer buffers (e.g. the reference's ActNorm `initialized` flag).
+            Dtype::I64 => Kind::Int64,
             other => return Err(err(format!("{name}: unsupported dtype {other:?}"))),
         };
         let value = Tensor::f_from_data_size(view.data(), &shape, kind)

@@ -10,6 +10,7 @@ pub mod evaluate;
 pub mod model;
 pub mod optim;
 pub mod parallel;
+pub mod qm9;
 pub mod results;
 pub mod table1;
 pub mod train;

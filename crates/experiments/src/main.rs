@@ -8,6 +8,10 @@ use experiments::{train::train, RunConfig};
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod cli {
+    pub mod qm9;
+}
+
 #[derive(Parser)]
 #[command(
     name = "enf",
@@ -122,6 +126,17 @@ enum Command {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
+    /// Make (or check) the QM9 data set and print its figures (molecules, split, elements,
+    /// stability of the data).
+    Qm9Data {
+        /// The QM9 file.
+        #[arg(long, default_value = "data/qm9.h5")]
+        data: PathBuf,
+    },
+    /// NLL of QM9 molecules under a QM9 E-NF (the authors' pretrained checkpoint).
+    Qm9Evaluate(cli::qm9::EvaluateArgs),
+    /// Sample molecules from a QM9 E-NF, report their stability, write them as XYZ.
+    Qm9Sample(cli::qm9::SampleArgs),
     /// Print the default configuration of one Table 1 cell as TOML.
     PrintConfig {
         /// The system.
@@ -254,6 +269,9 @@ fn main() -> Result<()> {
                 &data_dir,
             )?;
         }
+        Command::Qm9Data { data } => cli::qm9::data(&data)?,
+        Command::Qm9Evaluate(args) => cli::qm9::evaluate(&args)?,
+        Command::Qm9Sample(args) => cli::qm9::sample(&args)?,
         Command::PrintConfig { system, n_train } => {
             print!("{}", RunConfig::paper_cell(system, n_train, 0)?.to_toml());
         }

@@ -1,7 +1,7 @@
 //! The continuous normalizing flow: a dynamics model, an ODE solver and a prior.
 
 use crate::error::{expect_positions, FlowError};
-use crate::prior::CentredGaussian;
+use crate::prior::{CentredGaussian, StandardGaussian};
 use crate::trace::{exact_from_replicas, hutchinson, Probes, TraceEstimator};
 use egnn::{Dynamics, Masks};
 use ode::{adjoint_gradients, AdjointOptions, OdeError, OdeRhs, OdeSolver, SolveStats};
@@ -24,6 +24,9 @@ pub enum GradientMode {
 pub struct Encoded {
     /// Latent positions z = f(x) at t = 1, `[batch, nodes, dims]`, centred.
     pub z: Tensor,
+    /// Latent features `[batch, nodes, nf]` of a flow over positions and features
+    /// ([`Cnf::encode_features`]), zero at padded nodes; `None` for positions alone.
+    pub z_h: Option<Tensor>,
     /// `log |det dz/dx|` = the integral of the trace over t in [0, 1], `[batch]`.
     pub log_det: Tensor,
     /// Solver statistics.
@@ -48,7 +51,12 @@ pub struct AdjointLikelihood {
     pub backward: SolveStats,
 }
 
-/// An E(n) equivariant (if its dynamics are) continuous normalizing flow over positions.
+/// An E(n) equivariant (if its dynamics are) continuous normalizing flow over positions, and
+/// optionally node features (QM9: the dequantized atom types and charges).
+///
+/// With features the ODE state is the concatenation `[x, h]` `[batch, nodes, dims + nf]`
+/// (as in the reference), so the trace (exact or Hutchinson) is taken over both blocks of the
+/// Jacobian; the positions stay centred, the features are free.
 #[derive(Debug)]
 pub struct Cnf<D> {
     /// The velocity field.
@@ -69,12 +77,48 @@ enum TraceWork {
     Exact(Masks),
 }
 
-/// The augmented right-hand side `[x, log det] -> [v, tr(dv/dx)]`.
+/// The augmented right-hand side `[s, log det] -> [v, tr(dv/ds)]`, with `s` the positions or the
+/// positions and features `[x, h]`.
 struct DensityRhs<'a, D> {
     dynamics: &'a D,
     masks: &'a Masks,
     trace: TraceWork,
     create_graph: bool,
+    layout: StateLayout,
+}
+
+/// How the first ODE state tensor is laid out.
+#[derive(Debug, Clone, Copy)]
+struct StateLayout {
+    /// Number of position dimensions n (the first n channels of the state).
+    n_dims: i64,
+    /// Whether the remaining channels are node features.
+    features: bool,
+}
+
+impl StateLayout {
+    /// The velocity of state `s`: `v_x`, or `[v_x, v_h]` concatenated for a state with features.
+    fn velocity<D: Dynamics>(
+        self,
+        dynamics: &D,
+        t: f64,
+        s: &Tensor,
+        masks: &Masks,
+    ) -> Result<Tensor, FlowError> {
+        if !self.features {
+            return Ok(dynamics.velocity(t, s, None, masks)?.x);
+        }
+        let nf = s.size()[2] - self.n_dims;
+        let x = s.narrow(-1, 0, self.n_dims);
+        let h = s.narrow(-1, self.n_dims, nf);
+        let v = dynamics.velocity(t, &x, Some(&h), masks)?;
+        let vh = v.h.ok_or(FlowError::Shape {
+            what: "feature velocity",
+            expected: format!("[batch, nodes, {nf}] from dynamics over features"),
+            got: vec![],
+        })?;
+        Ok(Tensor::cat(&[&v.x, &vh], -1))
+    }
 }
 
 impl<D: Dynamics> DensityRhs<'_, D> {
@@ -87,11 +131,15 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             } else {
                 x.detach().set_requires_grad(true)
             };
-            let closed_form = self.dynamics.velocity_and_divergence(t, &x_in, self.masks);
+            let closed_form = if self.layout.features {
+                None
+            } else {
+                self.dynamics.velocity_and_divergence(t, &x_in, self.masks)
+            };
             let (v, tr) = match (closed_form, &self.trace) {
                 (Some(result), _) => result?,
                 (None, TraceWork::Hutchinson(eps)) => {
-                    let v = self.dynamics.velocity(t, &x_in, None, self.masks)?.x;
+                    let v = self.layout.velocity(self.dynamics, t, &x_in, self.masks)?;
                     let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
                     (v, tr)
                 }
@@ -99,7 +147,7 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                     let size = x.size();
                     let d = size[1] * size[2];
                     let x_rep = x_in.repeat([d, 1, 1]);
-                    let v_rep = self.dynamics.velocity(t, &x_rep, None, masks_rep)?.x;
+                    let v_rep = self.layout.velocity(self.dynamics, t, &x_rep, masks_rep)?;
                     let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
                     (v_rep.narrow(0, 0, size[0]), tr)
                 }
@@ -123,15 +171,16 @@ impl<D: Dynamics> OdeRhs for DensityRhs<'_, D> {
 struct VelocityRhs<'a, D> {
     dynamics: &'a D,
     masks: &'a Masks,
+    layout: StateLayout,
 }
 
 impl<D: Dynamics> OdeRhs for VelocityRhs<'_, D> {
     fn eval(&self, t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
         let v = self
-            .dynamics
-            .velocity(t, &y[0], None, self.masks)
+            .layout
+            .velocity(self.dynamics, t, &y[0], self.masks)
             .map_err(|e| OdeError::rhs(t, e))?;
-        Ok(vec![v.x])
+        Ok(vec![v])
     }
 }
 
@@ -186,11 +235,54 @@ impl<D: Dynamics> Cnf<D> {
         probes: Probes,
         mode: GradientMode,
     ) -> Result<Encoded, FlowError> {
-        let (rhs, y0) = self.density_problem(x, masks, probes, mode == GradientMode::Backprop)?;
+        self.encode_state(x, None, masks, probes, mode)
+    }
+
+    /// Encodes positions `x [batch, nodes, dims]` (centred here over the real nodes) and node
+    /// features `h [batch, nodes, nf]` (zero at padded nodes) together: the flow of a model over
+    /// both (QM9), whose dynamics return a feature velocity. Probes, when Hutchinson, have the
+    /// shape of the joint state `[batch, nodes, dims + nf]` ([`TraceEstimator::probes`] of that
+    /// shape); the exact trace takes `nodes * (dims + nf)` vector-Jacobian products.
+    ///
+    /// Errors: as [`Cnf::encode_with_probes`], and [`FlowError::Shape`] when `h` does not fit `x`.
+    pub fn encode_features(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
+        self.encode_state(x, Some(h), masks, probes, mode)
+    }
+
+    fn encode_state(
+        &self,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
+        let n_dims = x.size().get(2).copied().unwrap_or(0);
+        let (rhs, y0) =
+            self.density_problem(x, h, masks, probes, mode == GradientMode::Backprop)?;
         let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &y0))?;
         let log_det = y.pop().unwrap_or_else(Tensor::new);
-        let z = y.pop().unwrap_or_else(Tensor::new);
-        Ok(Encoded { z, log_det, stats })
+        let s = y.pop().unwrap_or_else(Tensor::new);
+        let (z, z_h) = match h {
+            None => (s, None),
+            Some(_) => {
+                let nf = s.size()[2] - n_dims;
+                (s.narrow(-1, 0, n_dims), Some(s.narrow(-1, n_dims, nf)))
+            }
+        };
+        Ok(Encoded {
+            z,
+            z_h,
+            log_det,
+            stats,
+        })
     }
 
     /// Log-likelihood `log p(x) = log p_Z(f(x)) + log |det df/dx|` in nats, `[batch]`, of positions
@@ -242,7 +334,7 @@ impl<D: Dynamics> Cnf<D> {
         params: &[Tensor],
         loss: impl FnOnce(&Tensor) -> Tensor,
     ) -> Result<AdjointLikelihood, FlowError> {
-        let (forward_rhs, y0) = self.density_problem(&x.detach(), masks, probes, false)?;
+        let (forward_rhs, y0) = self.density_problem(&x.detach(), None, masks, probes, false)?;
         let (y1, forward) = tch::no_grad(|| self.solver.solve(&forward_rhs, 0.0, 1.0, &y0))?;
 
         // dL/dz and dL/d(log det) from the loss of log p_Z(z) + log det.
@@ -289,10 +381,12 @@ impl<D: Dynamics> Cnf<D> {
     }
 
     /// The augmented problem of a density solve: its right-hand side and initial state
-    /// `[centre(x), 0]`, after checking the positions, the masks and the probes.
+    /// `[centre(x), 0]` (or `[[centre(x), h], 0]` with features), after checking the positions,
+    /// the features, the masks and the probes.
     fn density_problem<'a>(
         &'a self,
         x: &Tensor,
+        h: Option<&Tensor>,
         masks: &'a Masks,
         probes: Probes,
         create_graph: bool,
@@ -300,17 +394,25 @@ impl<D: Dynamics> Cnf<D> {
         expect_positions(x)?;
         masks.check_fits(x)?;
         let size = x.size();
-        let trace = self.trace_work(probes, &size, masks)?;
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let x0 = geometry::centre(x, node_mask)?;
+        let s0 = match h {
+            None => x0,
+            Some(h) => Tensor::cat(&[&x0, &checked_features(h, &size)?], -1),
+        };
+        let trace = self.trace_work(probes, &s0.size(), masks)?;
         let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
         let rhs = DensityRhs {
             dynamics: &self.dynamics,
             masks,
             trace,
             create_graph,
+            layout: StateLayout {
+                n_dims: size[2],
+                features: h.is_some(),
+            },
         };
-        Ok((rhs, vec![x0, log_det0]))
+        Ok((rhs, vec![s0, log_det0]))
     }
 
     /// The trace work of a solve on positions of `size`, checking the probes' shape.
@@ -336,8 +438,28 @@ impl<D: Dynamics> Cnf<D> {
         enc: Encoded,
         masks: &Masks,
     ) -> Result<(Tensor, SolveStats), FlowError> {
-        let log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
+        let mut log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
+        if let Some(z_h) = &enc.z_h {
+            log_pz = log_pz + StandardGaussian.log_prob(z_h, &masks.node)?;
+        }
         Ok((log_pz + enc.log_det, enc.stats))
+    }
+
+    /// Log-likelihood `log p(x, h) = log p_Z(z_x) + log N(z_h; 0, I) + log |det|` in nats,
+    /// `[batch]`, of positions `x [batch, nodes, dims]` and features `h [batch, nodes, nf]` (E-NF
+    /// eq. 11 with the feature prior of section 4), probes as [`Cnf::encode_features`].
+    ///
+    /// Errors: as [`Cnf::encode_features`].
+    pub fn log_likelihood_features(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
+        let enc = self.encode_features(x, h, masks, probes, mode)?;
+        self.log_likelihood_of(enc, masks)
     }
 
     /// Maps latent positions `z [batch, nodes, dims]` back to data space by integrating the
@@ -352,13 +474,51 @@ impl<D: Dynamics> Cnf<D> {
     ) -> Result<(Tensor, SolveStats), FlowError> {
         expect_positions(z)?;
         masks.check_fits(z)?;
+        let layout = StateLayout {
+            n_dims: z.size()[2],
+            features: false,
+        };
+        let (s, stats) = self.decode_state(z.shallow_clone(), masks, layout, mode)?;
+        Ok((s, stats))
+    }
+
+    /// Maps latent positions `z_x [batch, nodes, dims]` and features `z_h [batch, nodes, nf]`
+    /// back to data space (t = 1 to 0) for a flow over both. Returns `(x, h, stats)`.
+    ///
+    /// Errors: [`FlowError::Shape`], [`FlowError::Ode`].
+    pub fn decode_features(
+        &self,
+        z_x: &Tensor,
+        z_h: &Tensor,
+        masks: &Masks,
+        mode: GradientMode,
+    ) -> Result<(Tensor, Tensor, SolveStats), FlowError> {
+        expect_positions(z_x)?;
+        masks.check_fits(z_x)?;
+        let size = z_x.size();
+        let s = Tensor::cat(&[z_x, &checked_features(z_h, &size)?], -1);
+        let layout = StateLayout {
+            n_dims: size[2],
+            features: true,
+        };
+        let (s, stats) = self.decode_state(s, masks, layout, mode)?;
+        let nf = s.size()[2] - size[2];
+        Ok((s.narrow(-1, 0, size[2]), s.narrow(-1, size[2], nf), stats))
+    }
+
+    fn decode_state(
+        &self,
+        s: Tensor,
+        masks: &Masks,
+        layout: StateLayout,
+        mode: GradientMode,
+    ) -> Result<(Tensor, SolveStats), FlowError> {
         let rhs = VelocityRhs {
             dynamics: &self.dynamics,
             masks,
+            layout,
         };
-        let (mut y, stats) = Self::run(mode, || {
-            self.solver.solve(&rhs, 1.0, 0.0, &[z.shallow_clone()])
-        })?;
+        let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 1.0, 0.0, &[s]))?;
         Ok((y.pop().unwrap_or_else(Tensor::new), stats))
     }
 
@@ -378,4 +538,17 @@ impl<D: Dynamics> Cnf<D> {
         let (x, stats) = self.decode(&z, masks, GradientMode::NoGrad)?;
         Ok((x, z, stats))
     }
+}
+
+/// Checks that features `h` are `[batch, nodes, nf]` for positions of `size`; returns them.
+fn checked_features(h: &Tensor, size: &[i64]) -> Result<Tensor, FlowError> {
+    let hs = h.size();
+    if hs.len() != 3 || hs[..2] != size[..2] {
+        return Err(FlowError::Shape {
+            what: "node features",
+            expected: format!("[{}, {}, nf]", size[0], size[1]),
+            got: hs,
+        });
+    }
+    Ok(h.shallow_clone())
 }

@@ -22,6 +22,9 @@ pub enum FlowError {
     /// A geometric operation failed.
     #[error(transparent)]
     Geometry(#[from] geometry::GeometryError),
+    /// A data-initialised layer was used before it was initialised.
+    #[error("not initialised: {0}")]
+    Uninitialized(&'static str),
     /// libtorch reported an error.
     #[error(transparent)]
     Torch(#[from] tch::TchError),

@@ -14,6 +14,7 @@
 pub mod source;
 pub mod split;
 pub mod stability;
+pub mod xyz;
 
 mod file;
 
@@ -29,6 +30,7 @@ pub use split::{
     QM9_VAL,
 };
 pub use stability::{bond_order, molecule_stability, MoleculeStability, StabilitySummary};
+pub use xyz::{parse_xyz, to_xyz, write_xyz, Molecule};
 
 /// Largest number of atoms in a QM9 molecule; arrays are padded to it.
 pub const MAX_ATOMS: usize = 29;

@@ -1,0 +1,15 @@
+//! QM9 with the E-NF (the paper's section 5.3, Tables 2 and 3): batches of padded molecules, the
+//! model over positions and atom types, import of the authors' pretrained checkpoint,
+//! likelihood evaluation and sampling with stability.
+
+pub mod batch;
+pub mod evaluate;
+pub mod model;
+pub mod pretrained;
+
+pub use batch::Qm9Batch;
+pub use evaluate::{
+    evaluate_nll, sample_molecules, seeded_subset, NllEvaluation, SampleEvaluation,
+};
+pub use model::{Qm9LogLikelihood, Qm9Model, Qm9ModelConfig};
+pub use pretrained::{load_pretrained, PretrainedFiles, ReferenceArgs};

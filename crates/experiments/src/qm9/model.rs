@@ -1,0 +1,297 @@
+//! The QM9 E-NF (E-NF paper, section 5.3; FACTS.md sections 1 and 2): dequantizer, ActNorm,
+//! the continuous flow over positions and features with EGNN dynamics, and the node-count
+//! distribution, composed into `log p(x, h, M)`.
+//!
+//! `log p(x, h, M) >= log p_Z(z_x) + log N(z_h) + log|det ActNorm| + integral of the trace
+//! - log q(v | x, h) + log p(M)` with `v` the dequantized features (FACTS.md section 1).
+
+use egnn::{EgnnConfig, EgnnDynamics, Masks};
+use flow::dequantize::dequantizer_egnn_config;
+use flow::{
+    ActNorm, CentredGaussian, Cnf, Dequantizer, DequantizerKind, GradientMode,
+    NodeCountDistribution, StandardGaussian, TraceEstimator,
+};
+use ode::{OdeSolver, SolveStats};
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+use super::batch::Qm9Batch;
+use crate::error::ExperimentError;
+pub use datasets::qm9::Molecule;
+
+/// Number of atom types (H, C, N, O, F): the one-hot part of the features.
+pub const N_ATOM_TYPES: i64 = 5;
+/// Number of integer features (the atomic number).
+pub const N_INTEGER_FEATURES: i64 = 1;
+/// Features per atom: one-hot type + atomic number.
+pub const QM9_NODE_NF: i64 = N_ATOM_TYPES + N_INTEGER_FEATURES;
+
+/// Hyper-parameters of the QM9 E-NF. Defaults are the paper's (and the pretrained checkpoint's
+/// `args.json`): 6 layers of 64 with attention and tanh, ActNorm, argmax + variational
+/// dequantization with a 4-layer EGNN, Gaussian Hutchinson probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Qm9ModelConfig {
+    /// The dynamics' EGNN.
+    pub egnn: EgnnConfig,
+    /// The dequantization scheme.
+    pub dequantization: DequantizerKind,
+    /// The variational dequantizer's EGNN.
+    pub dequantizer_egnn: EgnnConfig,
+    /// Whether an ActNorm precedes the flow.
+    pub actnorm: bool,
+    /// Weight of the ODE regulariser in the training loss (paper: 1e-3).
+    pub ode_regularization: f64,
+    /// Trace estimator for training and likelihood evaluation.
+    pub trace: TraceEstimator,
+}
+
+impl Default for Qm9ModelConfig {
+    fn default() -> Self {
+        Qm9ModelConfig {
+            egnn: EgnnConfig {
+                hidden_nf: 64,
+                n_layers: 6,
+                ..EgnnConfig::default()
+            },
+            dequantization: DequantizerKind::ArgmaxVariational,
+            dequantizer_egnn: dequantizer_egnn_config(),
+            actnorm: true,
+            ode_regularization: 1e-3,
+            trace: TraceEstimator::Hutchinson(flow::Noise::Gaussian),
+        }
+    }
+}
+
+/// The terms of `log p(x, h, M)` for a batch, each `[batch]` in nats.
+#[derive(Debug)]
+pub struct Qm9LogLikelihood {
+    /// The variational lower bound on `log p(x, h, M)` (what the paper reports, negated, as NLL).
+    pub log_p: Tensor,
+    /// `log p_Z(z_x) + log N(z_h; 0, I)`.
+    pub log_pz: Tensor,
+    /// `log |det|` of the flow: ActNorm plus the integral of the trace.
+    pub log_det: Tensor,
+    /// `log q(v | x, h)` of the dequantizer.
+    pub log_q: Tensor,
+    /// `log p(M)`.
+    pub log_p_m: Tensor,
+    /// Solver statistics of the density solve.
+    pub stats: SolveStats,
+}
+
+/// The QM9 E-NF. Parameters in `vs` under `dequantizer.egnn.*`, `actnorm.*`, `dynamics.egnn.*`.
+pub struct Qm9Model {
+    /// The parameters.
+    pub vs: nn::VarStore,
+    /// The dequantizer.
+    pub dequantizer: Dequantizer,
+    /// The ActNorm, if configured.
+    pub actnorm: Option<ActNorm>,
+    /// The flow over `[x, h]`.
+    pub flow: Cnf<EgnnDynamics>,
+    /// p(M).
+    pub node_counts: NodeCountDistribution,
+    /// The configuration it was built from.
+    pub config: Qm9ModelConfig,
+}
+
+impl std::fmt::Debug for Qm9Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Qm9Model")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Qm9Model {
+    /// Builds the model (parameters from libtorch's generator; ActNorm uninitialised) with
+    /// `node_counts` = p(M) and the ODE solver `solver`, on `device`.
+    ///
+    /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters.
+    pub fn new(
+        config: &Qm9ModelConfig,
+        node_counts: NodeCountDistribution,
+        solver: OdeSolver,
+        device: tch::Device,
+    ) -> Result<Self, ExperimentError> {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let model_err = |e: String| ExperimentError::Model(e);
+        let dequantizer = Dequantizer::new(
+            &(&root / "dequantizer"),
+            config.dequantization,
+            N_ATOM_TYPES,
+            N_INTEGER_FEATURES,
+            &config.dequantizer_egnn,
+        )
+        .map_err(|e| model_err(e.to_string()))?;
+        let actnorm = config
+            .actnorm
+            .then(|| ActNorm::new(&(&root / "actnorm"), QM9_NODE_NF));
+        let dynamics = EgnnDynamics::new(&root / "dynamics", &config.egnn, QM9_NODE_NF)
+            .map_err(|e| model_err(e.to_string()))?;
+        Ok(Qm9Model {
+            vs,
+            dequantizer,
+            actnorm,
+            flow: Cnf::new(dynamics, solver),
+            node_counts,
+            config: config.clone(),
+        })
+    }
+
+    /// Number of scalar parameters (trainable and not).
+    pub fn n_parameters(&self) -> i64 {
+        self.vs.variables().values().map(|t| t.numel() as i64).sum()
+    }
+
+    /// The terms of `log p(x, h, M)` for a batch: dequantize, ActNorm, encode with `trace`'s
+    /// probes (drawn here from libtorch's generator, over the joint state `[x, h]`), prior,
+    /// node-count term. Gradients flow when `mode` is [`GradientMode::Backprop`].
+    ///
+    /// Errors: [`ExperimentError::Flow`] for shape errors and failed solves (context names the
+    /// step).
+    pub fn log_likelihood(
+        &self,
+        batch: &Qm9Batch,
+        trace: TraceEstimator,
+        mode: GradientMode,
+    ) -> Result<Qm9LogLikelihood, ExperimentError> {
+        let flow_err = |context: &str| {
+            let context = context.to_string();
+            move |source| ExperimentError::Flow { context, source }
+        };
+        let run = |f: &dyn Fn() -> Result<Qm9LogLikelihood, ExperimentError>| match mode {
+            GradientMode::Backprop => f(),
+            GradientMode::NoGrad => tch::no_grad(f),
+        };
+        run(&|| {
+            let masks = &batch.masks;
+            let deq = self
+                .dequantizer
+                .forward(&batch.x, &batch.one_hot, &batch.charges, masks)
+                .map_err(flow_err("dequantizer"))?;
+            let (x, h, log_det_actnorm) = match &self.actnorm {
+                Some(a) => a
+                    .forward(&batch.x, &deq.v, &masks.node)
+                    .map_err(flow_err("actnorm"))?,
+                None => (
+                    batch.x.shallow_clone(),
+                    deq.v.shallow_clone(),
+                    batch
+                        .x
+                        .zeros_like()
+                        .sum_dim_intlist(&[1i64, 2][..], false, batch.x.kind()),
+                ),
+            };
+            let s = x.size();
+            let state_shape = [s[0], s[1], s[2] + QM9_NODE_NF];
+            let probes = trace.probes(&state_shape, &masks.node, x.kind(), x.device());
+            let enc = self
+                .flow
+                .encode_features(&x, &h, masks, probes, mode)
+                .map_err(flow_err("flow"))?;
+            let z_h = enc.z_h.as_ref().ok_or_else(|| {
+                ExperimentError::Model("the flow returned no latent features".into())
+            })?;
+            let log_pz = CentredGaussian
+                .log_prob(&enc.z, &masks.node)
+                .map_err(flow_err("prior"))?
+                + StandardGaussian
+                    .log_prob(z_h, &masks.node)
+                    .map_err(flow_err("prior"))?;
+            let log_det = enc.log_det + log_det_actnorm;
+            let log_p_m = self.node_counts.log_prob_of_mask(&masks.node, x.kind());
+            let log_p = &log_pz + &log_det - &deq.log_q + &log_p_m;
+            Ok(Qm9LogLikelihood {
+                log_p,
+                log_pz,
+                log_det,
+                log_q: deq.log_q,
+                log_p_m,
+                stats: enc.stats,
+            })
+        })
+    }
+
+    /// Samples molecules with the given atom counts: `z_x` from the centred Gaussian, `z_h`
+    /// standard normal, decoded from t = 1 to 0, ActNorm reversed, features quantized (atom
+    /// type = argmax of the one-hot part). Uses libtorch's generator. Padded atoms are dropped.
+    ///
+    /// Errors: [`ExperimentError::Flow`] for a failed solve; [`ExperimentError::Model`] for an
+    /// empty list or a zero atom count.
+    pub fn sample(
+        &self,
+        n_atoms: &[usize],
+        kind: Kind,
+    ) -> Result<(Vec<Molecule>, SolveStats), ExperimentError> {
+        if n_atoms.is_empty() || n_atoms.contains(&0) {
+            return Err(ExperimentError::Model(format!(
+                "cannot sample molecules with atom counts {n_atoms:?}"
+            )));
+        }
+        let device = self.vs.device();
+        let m_max = *n_atoms.iter().max().unwrap_or(&1) as i64;
+        let mask_rows: Vec<f32> = n_atoms
+            .iter()
+            .flat_map(|&m| (0..m_max).map(move |a| if (a as usize) < m { 1.0 } else { 0.0 }))
+            .collect();
+        let node_mask = Tensor::from_slice(&mask_rows)
+            .view([n_atoms.len() as i64, m_max])
+            .to_kind(kind)
+            .to_device(device);
+        let masks = Masks::from_node_mask(&node_mask);
+        let flow_err = |context: &'static str| {
+            move |source| ExperimentError::Flow {
+                context: context.into(),
+                source,
+            }
+        };
+        tch::no_grad(|| {
+            let z_x = CentredGaussian
+                .sample(&node_mask, 3, kind, device)
+                .map_err(flow_err("prior"))?;
+            let z_h = StandardGaussian.sample(&node_mask, QM9_NODE_NF, kind, device);
+            let (x, h, stats) = self
+                .flow
+                .decode_features(&z_x, &z_h, &masks, GradientMode::NoGrad)
+                .map_err(flow_err("flow"))?;
+            let (x, v) = match &self.actnorm {
+                Some(a) => a.reverse(&x, &h, &node_mask).map_err(flow_err("actnorm"))?,
+                None => (x, h),
+            };
+            let (one_hot, _) = self
+                .dequantizer
+                .reverse(&v, &node_mask)
+                .map_err(flow_err("dequantizer"))?;
+            let types: Vec<i64> = one_hot
+                .argmax(-1, false)
+                .flatten(0, -1)
+                .to_device(tch::Device::Cpu)
+                .try_into()?;
+            let xs: Vec<f32> = x
+                .to_kind(Kind::Float)
+                .flatten(0, -1)
+                .to_device(tch::Device::Cpu)
+                .try_into()?;
+            let molecules = n_atoms
+                .iter()
+                .enumerate()
+                .map(|(b, &m)| {
+                    let row = b * m_max as usize;
+                    Molecule {
+                        atomic_numbers: (0..m)
+                            .map(|a| {
+                                datasets::Element::ALL[types[row + a].clamp(0, 4) as usize]
+                                    .atomic_number()
+                            })
+                            .collect(),
+                        positions: xs[row * 3..(row + m) * 3].to_vec(),
+                    }
+                })
+                .collect();
+            Ok((molecules, stats))
+        })
+    }
+}
