@@ -20,7 +20,7 @@
 
 use serde::{Deserialize, Serialize};
 use tch::nn;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 use crate::error::{expect_mask, expect_positions, FlowError};
 use egnn::{Egnn, EgnnConfig, Masks};
@@ -140,12 +140,53 @@ impl Dequantizer {
         integers: &Tensor,
         masks: &Masks,
     ) -> Result<Dequantized, FlowError> {
+        expect_mask(x, &masks.node)?;
+        let noise = self.draw_noise(&masks.node, x.kind());
+        self.forward_with_noise(x, categories, integers, masks, &noise)
+    }
+
+    /// Draws the noise [`Dequantizer::forward_with_noise`] takes for graphs of `node_mask
+    /// [batch, nodes]`: `[batch, nodes, K + I]` in `kind`, uniform on `[0, 1)` for
+    /// [`DequantizerKind::Uniform`], standard normal otherwise, 0 at padding (libtorch's
+    /// generator).
+    pub fn draw_noise(&self, node_mask: &Tensor, kind: Kind) -> Tensor {
+        let s = node_mask.size();
+        let shape = [s[0], s[1], self.n_categories + self.n_integers];
+        let opts = (kind, node_mask.device());
+        let noise = match self.kind {
+            DequantizerKind::Uniform => Tensor::rand(shape, opts),
+            _ => Tensor::randn(shape, opts),
+        };
+        noise * node_mask.to_kind(kind).unsqueeze(-1)
+    }
+
+    /// [`Dequantizer::forward`] with given noise `[batch, nodes, K + I]` ([`Dequantizer::draw_noise`]):
+    /// uniform `[0, 1)` draws for the uniform scheme (`v = h + noise - 1/2`), standard normal
+    /// `eps` for the variational ones. Deterministic: tests compare molecules alone and padded
+    /// in a batch with the same noise.
+    ///
+    /// Errors: [`FlowError::Shape`] for shapes that do not fit; EGNN errors.
+    pub fn forward_with_noise(
+        &self,
+        x: &Tensor,
+        categories: &Tensor,
+        integers: &Tensor,
+        masks: &Masks,
+        noise: &Tensor,
+    ) -> Result<Dequantized, FlowError> {
         self.check(x, categories, integers, masks)?;
         let kind = x.kind();
         let mask = masks.node.to_kind(kind).unsqueeze(-1); // [B, M, 1]
         let h = Tensor::cat(&[categories, integers], -1).to_kind(kind) * &mask;
+        if noise.size() != h.size() {
+            return Err(FlowError::Shape {
+                what: "dequantization noise",
+                expected: format!("{:?}", h.size()),
+                got: noise.size(),
+            });
+        }
         let Some(net) = &self.net else {
-            let v = (&h + h.rand_like() - 0.5) * &mask;
+            let v = (&h + noise - 0.5) * &mask;
             let log_q = Tensor::zeros([x.size()[0]], (kind, x.device()));
             return Ok(Dequantized { v, log_q });
         };
@@ -153,7 +194,7 @@ impl Dequantizer {
         let (out, _) = net.forward(&h, &(x * &mask), None, false, masks)?;
         let mu = out.narrow(-1, 0, nf);
         let log_sigma = out.narrow(-1, nf, nf);
-        let eps = h.randn_like() * &mask;
+        let eps = noise.to_kind(kind) * &mask;
         let u = &mu + &eps * log_sigma.exp();
         // log q(u) = log N(eps) - sum log sigma, over real entries.
         let n_real = mask.sum_dim_intlist(&[1i64, 2][..], false, kind) * nf as f64;
@@ -241,7 +282,7 @@ fn argmax_partition(onehot: &Tensor, u: &Tensor, mask: &Tensor) -> (Tensor, Tens
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, Kind};
+    use tch::Device;
 
     #[test]
     fn argmax_partition_keeps_the_true_class_largest() {

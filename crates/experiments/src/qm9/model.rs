@@ -9,7 +9,7 @@ use egnn::{EgnnConfig, EgnnDynamics, Masks};
 use flow::dequantize::dequantizer_egnn_config;
 use flow::{
     ActNorm, CentredGaussian, Cnf, Dequantizer, DequantizerKind, GradientMode,
-    NodeCountDistribution, StandardGaussian, TraceEstimator,
+    NodeCountDistribution, Probes, StandardGaussian, TraceEstimator,
 };
 use ode::{OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
@@ -147,8 +147,9 @@ impl Qm9Model {
     }
 
     /// The terms of `log p(x, h, M)` for a batch: dequantize, ActNorm, encode with `trace`'s
-    /// probes (drawn here from libtorch's generator, over the joint state `[x, h]`), prior,
-    /// node-count term. Gradients flow when `mode` is [`GradientMode::Backprop`].
+    /// probes, prior, node-count term; the dequantization noise and the probes (over the joint
+    /// state `[x, h]`) are drawn here from libtorch's generator. Gradients flow when `mode` is
+    /// [`GradientMode::Backprop`].
     ///
     /// Errors: [`ExperimentError::Flow`] for shape errors and failed solves (context names the
     /// step).
@@ -158,19 +159,39 @@ impl Qm9Model {
         trace: TraceEstimator,
         mode: GradientMode,
     ) -> Result<Qm9LogLikelihood, ExperimentError> {
+        let kind = batch.x.kind();
+        let noise = self.dequantizer.draw_noise(&batch.masks.node, kind);
+        let s = batch.x.size();
+        let probes = trace.probes(
+            &[s[0], s[1], s[2] + QM9_NODE_NF],
+            &batch.masks.node,
+            kind,
+            batch.x.device(),
+        );
+        self.log_likelihood_with(batch, &noise, probes, mode)
+    }
+
+    /// [`Qm9Model::log_likelihood`] with given dequantization noise `[batch, nodes, 6]`
+    /// ([`Dequantizer::draw_noise`]) and trace probes (over `[batch, nodes, 3 + 6]`): a
+    /// deterministic function of its inputs.
+    ///
+    /// Errors: as [`Qm9Model::log_likelihood`].
+    pub fn log_likelihood_with(
+        &self,
+        batch: &Qm9Batch,
+        noise: &Tensor,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Qm9LogLikelihood, ExperimentError> {
         let flow_err = |context: &str| {
             let context = context.to_string();
             move |source| ExperimentError::Flow { context, source }
         };
-        let run = |f: &dyn Fn() -> Result<Qm9LogLikelihood, ExperimentError>| match mode {
-            GradientMode::Backprop => f(),
-            GradientMode::NoGrad => tch::no_grad(f),
-        };
-        run(&|| {
+        let compute = move || {
             let masks = &batch.masks;
             let deq = self
                 .dequantizer
-                .forward(&batch.x, &batch.one_hot, &batch.charges, masks)
+                .forward_with_noise(&batch.x, &batch.one_hot, &batch.charges, masks, noise)
                 .map_err(flow_err("dequantizer"))?;
             let (x, h, log_det_actnorm) = match &self.actnorm {
                 Some(a) => a
@@ -179,15 +200,9 @@ impl Qm9Model {
                 None => (
                     batch.x.shallow_clone(),
                     deq.v.shallow_clone(),
-                    batch
-                        .x
-                        .zeros_like()
-                        .sum_dim_intlist(&[1i64, 2][..], false, batch.x.kind()),
+                    Tensor::zeros([batch.x.size()[0]], (batch.x.kind(), batch.x.device())),
                 ),
             };
-            let s = x.size();
-            let state_shape = [s[0], s[1], s[2] + QM9_NODE_NF];
-            let probes = trace.probes(&state_shape, &masks.node, x.kind(), x.device());
             let enc = self
                 .flow
                 .encode_features(&x, &h, masks, probes, mode)
@@ -212,7 +227,11 @@ impl Qm9Model {
                 log_p_m,
                 stats: enc.stats,
             })
-        })
+        };
+        match mode {
+            GradientMode::Backprop => compute(),
+            GradientMode::NoGrad => tch::no_grad(compute),
+        }
     }
 
     /// Samples molecules with the given atom counts: `z_x` from the centred Gaussian, `z_h`
