@@ -50,6 +50,9 @@ enum Cmd {
     /// Set up, then run `enf reproduce-table1 [ARGS]...` (release build of enf-experiments).
     #[command(name = "reproduce-table1", disable_help_flag = true)]
     ReproduceTable1(PassThrough),
+    /// Set up, then run `enf reproduce-table2 [ARGS]...` (QM9, the pretrained E-NF).
+    #[command(name = "reproduce-table2", disable_help_flag = true)]
+    ReproduceTable2(PassThrough),
     /// Set up, then run the `enf` binary with [ARGS]... (release build of enf-experiments).
     #[command(disable_help_flag = true)]
     Enf(PassThrough),
@@ -77,9 +80,10 @@ struct PassThrough {
 }
 
 /// The commands whose arguments are handed on verbatim (kept in step with [`Cmd`] by a test).
-const PASS_THROUGH: [&str; 5] = [
+const PASS_THROUGH: [&str; 6] = [
     "test",
     "reproduce-table1",
+    "reproduce-table2",
     "enf",
     "bench",
     "bench-torchdiffeq",
@@ -155,6 +159,7 @@ fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Test(p) => cargo_cmd(&["test", "--workspace", "--release"], p.args),
         Cmd::Bench(p) => cargo_cmd(&["bench", "-p", "enf-benches"], p.args),
         Cmd::ReproduceTable1(p) => enf(Some("reproduce-table1"), p.args),
+        Cmd::ReproduceTable2(p) => enf(Some("reproduce-table2"), p.args),
         Cmd::Enf(p) => enf(None, p.args),
         Cmd::BenchTorchdiffeq(p) => {
             // The torch wheel's site folder: the parent of the libtorch folder `torch/`.

@@ -222,3 +222,44 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// `enf qm9-render`.
+#[derive(Args, Debug)]
+pub struct RenderArgs {
+    /// The XYZ file (one or more frames).
+    #[arg(long)]
+    pub xyz: PathBuf,
+    /// The PNG file to write.
+    #[arg(long)]
+    pub png: PathBuf,
+    /// Number of molecules to draw (the first ones, after --stable-only's filter).
+    #[arg(long, default_value_t = 6)]
+    pub n: usize,
+    /// Draw only molecules that pass the stability check.
+    #[arg(long)]
+    pub stable_only: bool,
+    /// Molecules per row.
+    #[arg(long, default_value_t = 3)]
+    pub columns: usize,
+    /// Pixels per molecule (square cells).
+    #[arg(long, default_value_t = 260)]
+    pub cell: u32,
+}
+
+/// `enf qm9-render`: draws molecules of an XYZ file into a PNG.
+pub fn render(args: &RenderArgs) -> Result<()> {
+    let text = std::fs::read_to_string(&args.xyz)
+        .with_context(|| format!("reading {}", args.xyz.display()))?;
+    let molecules: Vec<_> = datasets::qm9::parse_xyz(&text)?
+        .into_iter()
+        .filter(|m| !args.stable_only || m.stability().is_ok_and(|s| s.is_stable()))
+        .take(args.n)
+        .collect();
+    experiments::qm9::render::render_png(&args.png, &molecules, args.columns, args.cell)?;
+    println!(
+        "drew {} molecules into {}",
+        molecules.len(),
+        args.png.display()
+    );
+    Ok(())
+}

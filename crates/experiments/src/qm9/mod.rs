@@ -6,6 +6,8 @@ pub mod batch;
 pub mod evaluate;
 pub mod model;
 pub mod pretrained;
+pub mod render;
+pub mod table2;
 
 pub use batch::Qm9Batch;
 pub use evaluate::{
@@ -13,3 +15,4 @@ pub use evaluate::{
 };
 pub use model::{Qm9LogLikelihood, Qm9Model, Qm9ModelConfig};
 pub use pretrained::{load_pretrained, PretrainedFiles, ReferenceArgs};
+pub use table2::{reproduce_table2, Table2, Table2Options, Table2Profile};
