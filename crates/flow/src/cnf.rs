@@ -438,10 +438,11 @@ impl<D: Dynamics> Cnf<D> {
         enc: Encoded,
         masks: &Masks,
     ) -> Result<(Tensor, SolveStats), FlowError> {
-        let mut log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
-        if let Some(z_h) = &enc.z_h {
-            log_pz = log_pz + StandardGaussian.log_prob(z_h, &masks.node)?;
-        }
+        let log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
+        let log_pz = match &enc.z_h {
+            Some(z_h) => log_pz + StandardGaussian.log_prob(z_h, &masks.node)?,
+            None => log_pz,
+        };
         Ok((log_pz + enc.log_det, enc.stats))
     }
 

@@ -11,6 +11,7 @@
 //! Arrays are row-major `Vec`s: `atomic_numbers` uint8 `[N, 29]`, `positions` float32
 //! `[N, 29, 3]` in Angstrom (not centred), padded entries exactly 0.
 
+pub mod divergence;
 pub mod source;
 pub mod split;
 pub mod stability;
@@ -23,6 +24,7 @@ use std::path::Path;
 use crate::error::{DatasetError, Result};
 use crate::splits::Splits;
 
+pub use divergence::{js_divergence, pair_distance_histogram, relative_distance_js};
 pub use file::QM9_FORMAT_VERSION;
 pub use source::{ensure_wheel, RawMolecule, QM9PACK_SHA256};
 pub use split::{

@@ -184,7 +184,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
 
 /// `enf qm9-sample`.
 pub fn sample(args: &SampleArgs) -> Result<()> {
-    let (_, model) = load(&args.model)?;
+    let (ds, model) = load(&args.model)?;
     let bar = indicatif::ProgressBar::new(args.n as u64);
     let (molecules, eval) = sample_molecules(&model, args.n, args.batch_size, args.seed, |done| {
         bar.set_position(done as u64)
@@ -202,6 +202,26 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
         eval.seconds,
         eval.molecules_per_second
     );
+    let finite_samples: Vec<_> = molecules
+        .iter()
+        .filter(|m| m.positions.iter().all(|v| v.is_finite()))
+        .cloned()
+        .collect();
+    let test: Vec<_> = ds
+        .splits
+        .test
+        .iter()
+        .map(|&r| datasets::qm9::Molecule {
+            atomic_numbers: ds.molecule_atomic_numbers(r).unwrap_or_default().to_vec(),
+            positions: ds.molecule_positions(r).unwrap_or_default().to_vec(),
+        })
+        .collect();
+    if !finite_samples.is_empty() {
+        println!(
+            "relative-distance Jensen-Shannon divergence of the samples against the test split: {:.4}",
+            datasets::qm9::relative_distance_js(&finite_samples, &test)?
+        );
+    }
     if let Some(path) = &args.xyz {
         let finite: Vec<_> = molecules
             .iter()

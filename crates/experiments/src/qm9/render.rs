@@ -127,16 +127,14 @@ fn principal_view(x: &[f32]) -> Vec<[f64; 3]> {
             }
             let theta = 0.5 * (2.0 * cov[p][q]).atan2(cov[q][q] - cov[p][p]);
             let (s, co) = theta.sin_cos();
-            for k in 0..3 {
-                let (a, b) = (cov[k][p], cov[k][q]);
-                cov[k][p] = co * a - s * b;
-                cov[k][q] = s * a + co * b;
+            for row in cov.iter_mut() {
+                let (a, b) = (row[p], row[q]);
+                row[p] = co * a - s * b;
+                row[q] = s * a + co * b;
             }
-            for k in 0..3 {
-                let (a, b) = (cov[p][k], cov[q][k]);
-                cov[p][k] = co * a - s * b;
-                cov[q][k] = s * a + co * b;
-            }
+            let (rp, rq) = (cov[p], cov[q]);
+            cov[p] = std::array::from_fn(|k| co * rp[k] - s * rq[k]);
+            cov[q] = std::array::from_fn(|k| s * rp[k] + co * rq[k]);
             for row in v.iter_mut() {
                 let (a, b) = (row[p], row[q]);
                 row[p] = co * a - s * b;
