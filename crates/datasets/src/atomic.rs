@@ -58,15 +58,24 @@ pub fn finish_atomic(partial: &Path, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates the parent directory of `path` (and its ancestors) if it has one and it is missing.
+///
+/// # Errors
+/// [`DatasetError::Io`] naming the directory.
+pub fn ensure_parent_dir(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io("creating the directory", dir))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` atomically, creating the parent directory if needed. On error the
 /// partial file is removed and an existing file at `path` is untouched.
 ///
 /// # Errors
 /// [`DatasetError::Io`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io("creating the directory", dir))?;
-    }
+    ensure_parent_dir(path)?;
     let partial = partial_path(path);
     let result = std::fs::File::create(&partial)
         .and_then(|mut f| f.write_all(bytes))

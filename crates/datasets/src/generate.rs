@@ -164,13 +164,7 @@ pub fn ensure_dataset_with(
             return Ok(ds);
         }
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io {
-            path: dir.to_path_buf(),
-            action: "creating the data directory".into(),
-            source,
-        })?;
-    }
+    crate::atomic::ensure_parent_dir(path)?;
     let ds = generate(system, config)?;
     ds.write(path)?;
     Ok(ds)

@@ -69,25 +69,9 @@ impl ParticleDataset {
     /// other library failures.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|source| DatasetError::Io {
-            path: path.to_path_buf(),
-            action: "opening the data set".into(),
-            source,
-        })?;
-        let file = hdf5::File::open(path).map_err(|source| DatasetError::NotHdf5 {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = open_hdf5(path)?;
         let r = Reader { file: &file, path };
-
-        let version = r.u64_attr("format_version")?;
-        if version != FORMAT_VERSION {
-            return Err(DatasetError::UnsupportedFormatVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: FORMAT_VERSION,
-            });
-        }
+        r.expect_format_version(FORMAT_VERSION)?;
         let system = r.string_attr("system")?;
         let n_particles = r.usize_attr("n_particles")?;
         let n_dims = r.usize_attr("n_dims")?;
@@ -241,6 +225,22 @@ impl ParticleDataset {
         }
         file.close().map_err(h("closing the file"))
     }
+}
+
+/// Opens an existing HDF5 file for reading.
+///
+/// Errors: [`DatasetError::Io`] when `path` does not exist or cannot be read;
+/// [`DatasetError::NotHdf5`] when it is not a readable HDF5 file (truncated, garbage).
+pub(crate) fn open_hdf5(path: &Path) -> Result<hdf5::File> {
+    std::fs::metadata(path).map_err(|source| DatasetError::Io {
+        path: path.to_path_buf(),
+        action: "opening the data set".into(),
+        source,
+    })?;
+    hdf5::File::open(path).map_err(|source| DatasetError::NotHdf5 {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Attribute writers for one file (shared with the QM9 file format).
@@ -401,6 +401,19 @@ impl Reader<'_> {
             }
             other => Err(self.wrong_dtype(format!("@{name}"), "an integer type", &other)),
         }
+    }
+
+    /// Checks the root attribute `format_version` equals `supported`.
+    pub(crate) fn expect_format_version(&self, supported: u64) -> Result<()> {
+        let found = self.u64_attr("format_version")?;
+        if found != supported {
+            return Err(DatasetError::UnsupportedFormatVersion {
+                path: self.path.to_path_buf(),
+                found,
+                supported,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn usize_attr(&self, name: &str) -> Result<usize> {

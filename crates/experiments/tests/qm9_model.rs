@@ -30,7 +30,8 @@ fn molecule(m: i64) -> Molecule {
     }
 }
 
-/// Pads molecules into a batch (positions centred per molecule) and their noise likewise.
+/// Pads molecules into a batch and their noise likewise. Positions are NOT centred here: the
+/// model must be translation invariant by itself (the flow centres its input).
 fn batch(ms: &[&Molecule]) -> (Qm9Batch, Tensor) {
     let m_max = ms.iter().map(|m| m.x.size()[0]).max().unwrap();
     let pad = |t: &Tensor| {
@@ -49,7 +50,7 @@ fn batch(ms: &[&Molecule]) -> (Qm9Batch, Tensor) {
             .collect::<Vec<_>>(),
         0,
     );
-    let x = geometry::centre(&stack(&|m| m.x.shallow_clone()), Some(&node)).unwrap();
+    let x = stack(&|m| m.x.shallow_clone());
     let b = Qm9Batch {
         x,
         one_hot: stack(&|m| m.one_hot.shallow_clone()),

@@ -398,7 +398,7 @@ impl<D: Dynamics> Cnf<D> {
         let x0 = geometry::centre(x, node_mask)?;
         let s0 = match h {
             None => x0,
-            Some(h) => Tensor::cat(&[&x0, &checked_features(h, &size)?], -1),
+            Some(h) => Tensor::cat(&[&x0, &checked_features(h, &size, masks)?], -1),
         };
         let trace = self.trace_work(probes, &s0.size(), masks)?;
         let log_det0 = Tensor::zeros([size[0]], (x.kind(), x.device()));
@@ -497,7 +497,7 @@ impl<D: Dynamics> Cnf<D> {
         expect_positions(z_x)?;
         masks.check_fits(z_x)?;
         let size = z_x.size();
-        let s = Tensor::cat(&[z_x, &checked_features(z_h, &size)?], -1);
+        let s = Tensor::cat(&[z_x, &checked_features(z_h, &size, masks)?], -1);
         let layout = StateLayout {
             n_dims: size[2],
             features: true,
@@ -541,8 +541,9 @@ impl<D: Dynamics> Cnf<D> {
     }
 }
 
-/// Checks that features `h` are `[batch, nodes, nf]` for positions of `size`; returns them.
-fn checked_features(h: &Tensor, size: &[i64]) -> Result<Tensor, FlowError> {
+/// Checks that features `h` are `[batch, nodes, nf]` for positions of `size`; returns them with
+/// padded nodes set to exactly 0 (so that padding never enters the prior or the dynamics).
+fn checked_features(h: &Tensor, size: &[i64], masks: &Masks) -> Result<Tensor, FlowError> {
     let hs = h.size();
     if hs.len() != 3 || hs[..2] != size[..2] {
         return Err(FlowError::Shape {
@@ -551,5 +552,9 @@ fn checked_features(h: &Tensor, size: &[i64]) -> Result<Tensor, FlowError> {
             got: hs,
         });
     }
-    Ok(h.shallow_clone())
+    Ok(if masks.all_real {
+        h.shallow_clone()
+    } else {
+        h * masks.node.to_kind(h.kind()).unsqueeze(-1)
+    })
 }

@@ -141,7 +141,7 @@ impl Dequantizer {
         masks: &Masks,
     ) -> Result<Dequantized, FlowError> {
         expect_mask(x, &masks.node)?;
-        let noise = self.draw_noise(&masks.node, x.kind());
+        let noise = self.draw_noise(&masks.node, x.kind())?;
         self.forward_with_noise(x, categories, integers, masks, &noise)
     }
 
@@ -149,15 +149,24 @@ impl Dequantizer {
     /// [batch, nodes]`: `[batch, nodes, K + I]` in `kind`, uniform on `[0, 1)` for
     /// [`DequantizerKind::Uniform`], standard normal otherwise, 0 at padding (libtorch's
     /// generator).
-    pub fn draw_noise(&self, node_mask: &Tensor, kind: Kind) -> Tensor {
+    ///
+    /// Errors: [`FlowError::Shape`] when `node_mask` is not rank 2.
+    pub fn draw_noise(&self, node_mask: &Tensor, kind: Kind) -> Result<Tensor, FlowError> {
         let s = node_mask.size();
+        if s.len() != 2 {
+            return Err(FlowError::Shape {
+                what: "node mask",
+                expected: "[batch, nodes]".into(),
+                got: s,
+            });
+        }
         let shape = [s[0], s[1], self.n_categories + self.n_integers];
         let opts = (kind, node_mask.device());
         let noise = match self.kind {
             DequantizerKind::Uniform => Tensor::rand(shape, opts),
             _ => Tensor::randn(shape, opts),
         };
-        noise * node_mask.to_kind(kind).unsqueeze(-1)
+        Ok(noise * node_mask.to_kind(kind).unsqueeze(-1))
     }
 
     /// [`Dequantizer::forward`] with given noise `[batch, nodes, K + I]` ([`Dequantizer::draw_noise`]):

@@ -47,20 +47,28 @@ impl NodeCountDistribution {
 
     /// `log p(M)` `[batch]` of each graph of `node_mask [batch, nodes]` (M = its real nodes), in
     /// `kind` on the mask's device.
-    pub fn log_prob_of_mask(&self, node_mask: &Tensor, kind: Kind) -> Tensor {
+    ///
+    /// Errors: [`FlowError::Shape`] when the mask is not rank 2; libtorch's errors.
+    pub fn log_prob_of_mask(&self, node_mask: &Tensor, kind: Kind) -> Result<Tensor, FlowError> {
+        if node_mask.dim() != 2 {
+            return Err(FlowError::Shape {
+                what: "node mask",
+                expected: "[batch, nodes]".into(),
+                got: node_mask.size(),
+            });
+        }
         let counts: Vec<f64> = node_mask
             .to_kind(Kind::Double)
             .sum_dim_intlist(&[1i64][..], false, Kind::Double)
             .to_device(tch::Device::Cpu)
-            .try_into()
-            .unwrap_or_default();
+            .try_into()?;
         let lp: Vec<f64> = counts
             .iter()
             .map(|&c| self.log_prob(c.round() as usize))
             .collect();
-        Tensor::from_slice(&lp)
+        Ok(Tensor::from_slice(&lp)
             .to_kind(kind)
-            .to_device(node_mask.device())
+            .to_device(node_mask.device()))
     }
 
     /// Entropy `-sum p log p` in nats.
@@ -101,7 +109,11 @@ mod tests {
         let n3 = (0..4000).filter(|_| d.sample(&mut rng) == 3).count();
         assert!((n3 as f64 / 4000.0 - 0.75).abs() < 0.03);
         let mask = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 1.0, 1.0, 1.0]).view([2, 3]);
-        let lp: Vec<f64> = d.log_prob_of_mask(&mask, Kind::Double).try_into().unwrap();
+        let lp: Vec<f64> = d
+            .log_prob_of_mask(&mask, Kind::Double)
+            .unwrap()
+            .try_into()
+            .unwrap();
         assert!((lp[0] - 0.25f64.ln()).abs() < 1e-12 && (lp[1] - 0.75f64.ln()).abs() < 1e-12);
         assert!(NodeCountDistribution::from_histogram(&[0, 0]).is_err());
     }

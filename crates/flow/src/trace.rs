@@ -40,7 +40,8 @@ pub enum TraceEstimator {
 pub enum Probes {
     /// Exact trace: no random probes.
     Exact,
-    /// Hutchinson probes of the positions' shape `[batch, nodes, dims]`, zero at padded nodes.
+    /// Hutchinson probes of the ODE state's shape: `[batch, nodes, dims]` for positions, `[batch,
+    /// nodes, dims + nf]` for positions and features; zero at padded nodes.
     Hutchinson(Tensor),
 }
 
@@ -55,7 +56,7 @@ impl Probes {
 }
 
 impl TraceEstimator {
-    /// Draws the probes of one solve for positions of `shape` `[batch, nodes, dims]` with
+    /// Draws the probes of one solve for a state of `shape` `[batch, nodes, channels]` with
     /// `node_mask [batch, nodes]`, from the libtorch generator.
     pub fn probes(
         self,

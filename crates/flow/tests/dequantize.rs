@@ -62,7 +62,7 @@ fn log_q_is_log_normal_minus_autograd_log_det() {
     ] {
         let (_vs, d) = dequantizer(kind, 2);
         let (x, one_hot, z, masks) = molecules();
-        let eps = d.draw_noise(&masks.node, Kind::Double);
+        let eps = d.draw_noise(&masks.node, Kind::Double).unwrap();
         let log_q = d
             .forward_with_noise(&x, &one_hot, &z, &masks, &eps)
             .unwrap()

@@ -17,15 +17,29 @@ pub const DISTANCE_BINS: usize = 100;
 ///
 /// # Errors
 /// [`DatasetError::InvalidConfig`] for an empty or inverted range or zero bins;
-/// [`DatasetError::InvalidValue`] for non-finite positions.
+/// [`DatasetError::InvalidValue`] for non-finite positions or positions not 3 per atom.
 pub fn pair_distance_histogram(
     molecules: &[Molecule],
     (lo, hi): (f64, f64),
     n_bins: usize,
 ) -> Result<Histogram> {
+    if n_bins == 0 || !(lo.is_finite() && hi.is_finite() && lo < hi) {
+        return Err(DatasetError::InvalidConfig(format!(
+            "distance histogram needs n_bins >= 1 and finite lo < hi, got {n_bins} bins on \
+             [{lo}, {hi})"
+        )));
+    }
     let mut d = Vec::new();
     for (k, m) in molecules.iter().enumerate() {
         let x = &m.positions;
+        if x.len() != 3 * m.n_atoms() {
+            return Err(DatasetError::InvalidValue {
+                path: crate::IN_MEMORY.into(),
+                object: format!("molecule {k}"),
+                value: format!("{} positions for {} atoms", x.len(), m.n_atoms()),
+                reason: "expected 3 per atom".into(),
+            });
+        }
         if x.iter().any(|v| !v.is_finite()) {
             return Err(DatasetError::InvalidValue {
                 path: crate::IN_MEMORY.into(),

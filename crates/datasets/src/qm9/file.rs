@@ -110,24 +110,9 @@ impl Qm9Dataset {
     /// the file and the object.
     pub fn read(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        std::fs::metadata(path).map_err(|source| DatasetError::Io {
-            path: path.to_path_buf(),
-            action: "opening the QM9 file".into(),
-            source,
-        })?;
-        let file = hdf5::File::open(path).map_err(|source| DatasetError::NotHdf5 {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file = crate::h5::open_hdf5(path)?;
         let r = Reader { file: &file, path };
-        let version = r.u64_attr("format_version")?;
-        if version != QM9_FORMAT_VERSION {
-            return Err(DatasetError::UnsupportedFormatVersion {
-                path: path.to_path_buf(),
-                found: version,
-                supported: QM9_FORMAT_VERSION,
-            });
-        }
+        r.expect_format_version(QM9_FORMAT_VERSION)?;
         let kind = r.string_attr("dataset")?;
         if kind != "QM9" {
             return Err(DatasetError::InvalidValue {

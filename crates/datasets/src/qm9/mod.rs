@@ -126,8 +126,8 @@ impl Qm9Dataset {
     /// split.
     ///
     /// # Errors
-    /// [`DatasetError::InvalidValue`] for duplicate indices, atom counts outside 1..=29 or
-    /// positions that are not finite; [`DatasetError::InvalidConfig`] when no split is given and
+    /// [`DatasetError::InvalidValue`] for duplicate indices or atom counts outside 1..=29;
+    /// [`DatasetError::NonFinite`] for positions that are not finite; [`DatasetError::InvalidConfig`] when no split is given and
     /// the count is not 130,831; split errors as [`standard_split`] and
     /// [`Splits::validate`].
     pub fn from_molecules(
@@ -195,17 +195,20 @@ impl Qm9Dataset {
         self.index.is_empty()
     }
 
-    /// Atomic numbers of molecule `row`'s real atoms, or `None` when `row` is out of range.
+    /// Atomic numbers of molecule `row`'s real atoms, or `None` when `row` is out of range (or
+    /// the public arrays were made inconsistent).
     pub fn molecule_atomic_numbers(&self, row: usize) -> Option<&[u8]> {
-        let m = *self.n_atoms.get(row)? as usize;
-        Some(&self.atomic_numbers[row * MAX_ATOMS..row * MAX_ATOMS + m])
+        let m = (*self.n_atoms.get(row)? as usize).min(MAX_ATOMS);
+        self.atomic_numbers
+            .get(row * MAX_ATOMS..row * MAX_ATOMS + m)
     }
 
     /// Positions `[M, 3]` (row-major, Angstrom) of molecule `row`'s real atoms, or `None` when
-    /// `row` is out of range.
+    /// `row` is out of range (or the public arrays were made inconsistent).
     pub fn molecule_positions(&self, row: usize) -> Option<&[f32]> {
-        let m = *self.n_atoms.get(row)? as usize;
-        Some(&self.positions[row * MAX_ATOMS * 3..(row * MAX_ATOMS + m) * 3])
+        let m = (*self.n_atoms.get(row)? as usize).min(MAX_ATOMS);
+        self.positions
+            .get(row * MAX_ATOMS * 3..(row * MAX_ATOMS + m) * 3)
     }
 
     /// Number of atoms of each element over the molecules `rows` (H, C, N, O, F order).
@@ -389,13 +392,7 @@ pub fn ensure_qm9(path: impl AsRef<Path>, cache_dir: Option<&Path>) -> Result<Qm
     let wheel = ensure_wheel(&cache)?;
     let molecules = source::read_wheel(&wheel)?;
     let ds = Qm9Dataset::from_molecules(molecules, None, QM9PACK_SHA256)?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| DatasetError::Io {
-            path: dir.to_path_buf(),
-            action: "creating the data directory".into(),
-            source,
-        })?;
-    }
+    crate::atomic::ensure_parent_dir(path)?;
     ds.write(path)?;
     Ok(ds)
 }

@@ -108,7 +108,7 @@ pub fn parse_xyz(text: &str) -> Result<Vec<Molecule>> {
             .trim()
             .parse()
             .map_err(|_| bad(i, lines[i], "expected the atom count"))?;
-        if i + 2 + n > lines.len() {
+        if n.checked_add(i + 2).is_none_or(|end| end > lines.len()) {
             return Err(bad(i, lines[i], "the frame is truncated"));
         }
         let mut m = Molecule {

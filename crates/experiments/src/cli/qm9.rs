@@ -9,7 +9,7 @@ use datasets::qm9::{ensure_qm9, write_xyz, Qm9Dataset};
 use experiments::qm9::{
     evaluate_nll, load_pretrained, sample_molecules, seeded_subset, PretrainedFiles, Qm9Model,
 };
-use flow::{NodeCountDistribution, Noise, TraceEstimator};
+use flow::{Noise, TraceEstimator};
 use ode::OdeSolver;
 
 /// Where the data set and the model come from.
@@ -84,8 +84,7 @@ fn load(args: &ModelArgs) -> Result<(Qm9Dataset, Qm9Model)> {
     }
     let ds = ensure_qm9(&args.data, None)
         .with_context(|| format!("QM9 data set {}", args.data.display()))?;
-    let hist = ds.atom_count_histogram(ds.splits.train.iter().copied())?;
-    let nodes = NodeCountDistribution::from_histogram(&hist)?;
+    let nodes = experiments::qm9::model::training_node_counts(&ds)?;
     let model = load_pretrained(
         &PretrainedFiles::in_dir(&args.pretrained),
         nodes,

@@ -40,7 +40,7 @@ impl Qm9Batch {
                 index: r,
                 n_samples: ds.len(),
             })? as usize;
-            m_max = m_max.max(m);
+            m_max = m_max.max(m.min(MAX_ATOMS));
         }
         if b == 0 {
             return Err(ExperimentError::Model("an empty batch of molecules".into()));
@@ -49,9 +49,16 @@ impl Qm9Batch {
         let mut one_hot = vec![0f32; b * m_max * 5];
         let mut charges = vec![0f32; b * m_max];
         let mut mask = vec![0f32; b * m_max];
+        let out_of_range = |r: usize| DatasetError::IndexOutOfRange {
+            index: r,
+            n_samples: ds.len(),
+        };
         for (i, &r) in rows.iter().enumerate() {
-            let m = ds.n_atoms[r] as usize;
-            let pos = &ds.positions[r * MAX_ATOMS * 3..(r * MAX_ATOMS + m) * 3];
+            let pos = ds.molecule_positions(r).ok_or_else(|| out_of_range(r))?;
+            let zs = ds
+                .molecule_atomic_numbers(r)
+                .ok_or_else(|| out_of_range(r))?;
+            let m = zs.len().min(pos.len() / 3);
             let mut mean = [0f64; 3];
             for a in 0..m {
                 for k in 0..3 {
@@ -63,7 +70,7 @@ impl Qm9Batch {
                 for k in 0..3 {
                     x[node * 3 + k] = (f64::from(pos[3 * a + k]) - mean[k]) as f32;
                 }
-                let z = ds.atomic_numbers[r * MAX_ATOMS + a];
+                let z = zs[a];
                 let e = Element::from_atomic_number(z).ok_or(DatasetError::InvalidValue {
                     path: datasets::IN_MEMORY.into(),
                     object: "atomic number".into(),

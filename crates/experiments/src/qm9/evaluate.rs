@@ -54,9 +54,10 @@ pub struct NllEvaluation {
 }
 
 /// `-log p(x, h, M)` of the molecules `rows` of `ds`, in batches of `batch_size` molecules of
-/// similar size (rows sorted by atom count, which changes only padding, not the per-molecule
-/// values beyond solver tolerance), with libtorch's generator seeded by `seed` for the
-/// dequantization noise and the Hutchinson probes. `progress(done)` is called after each batch.
+/// similar size (rows sorted by atom count: less padding; the sorting also decides which noise
+/// draws each molecule gets, and the batch shares one adaptive solve, so values differ from
+/// another batching by the estimators' noise and the solver tolerance), with libtorch's
+/// generator seeded by `seed` for the dequantization noise and the Hutchinson probes. `progress(done)` is called after each batch.
 ///
 /// Errors: [`ExperimentError::Flow`] for a failed solve; [`ExperimentError::NonFiniteNll`] when
 /// a molecule's NLL is not finite (naming its row).

@@ -28,7 +28,7 @@ pub const QM9_NODE_NF: i64 = N_ATOM_TYPES + N_INTEGER_FEATURES;
 
 /// Hyper-parameters of the QM9 E-NF. Defaults are the paper's (and the pretrained checkpoint's
 /// `args.json`): 6 layers of 64 with attention and tanh, ActNorm, argmax + variational
-/// dequantization with a 4-layer EGNN, Gaussian Hutchinson probes.
+/// dequantization with a 4-layer EGNN. (The trace estimator is chosen per evaluation.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Qm9ModelConfig {
@@ -40,10 +40,6 @@ pub struct Qm9ModelConfig {
     pub dequantizer_egnn: EgnnConfig,
     /// Whether an ActNorm precedes the flow.
     pub actnorm: bool,
-    /// Weight of the ODE regulariser in the training loss (paper: 1e-3).
-    pub ode_regularization: f64,
-    /// Trace estimator for training and likelihood evaluation.
-    pub trace: TraceEstimator,
 }
 
 impl Default for Qm9ModelConfig {
@@ -57,8 +53,6 @@ impl Default for Qm9ModelConfig {
             dequantization: DequantizerKind::ArgmaxVariational,
             dequantizer_egnn: dequantizer_egnn_config(),
             actnorm: true,
-            ode_regularization: 1e-3,
-            trace: TraceEstimator::Hutchinson(flow::Noise::Gaussian),
         }
     }
 }
@@ -160,8 +154,19 @@ impl Qm9Model {
         mode: GradientMode,
     ) -> Result<Qm9LogLikelihood, ExperimentError> {
         let kind = batch.x.kind();
-        let noise = self.dequantizer.draw_noise(&batch.masks.node, kind);
         let s = batch.x.size();
+        if s.len() != 3 {
+            return Err(ExperimentError::Model(format!(
+                "QM9 positions must be [batch, atoms, 3], got {s:?}"
+            )));
+        }
+        let noise = self
+            .dequantizer
+            .draw_noise(&batch.masks.node, kind)
+            .map_err(|source| ExperimentError::Flow {
+                context: "dequantizer".into(),
+                source,
+            })?;
         let probes = trace.probes(
             &[s[0], s[1], s[2] + QM9_NODE_NF],
             &batch.masks.node,
@@ -217,7 +222,10 @@ impl Qm9Model {
                     .log_prob(z_h, &masks.node)
                     .map_err(flow_err("prior"))?;
             let log_det = enc.log_det + log_det_actnorm;
-            let log_p_m = self.node_counts.log_prob_of_mask(&masks.node, x.kind());
+            let log_p_m = self
+                .node_counts
+                .log_prob_of_mask(&masks.node, x.kind())
+                .map_err(flow_err("node counts"))?;
             let log_p = &log_pz + &log_det - &deq.log_q + &log_p_m;
             Ok(Qm9LogLikelihood {
                 log_p,
@@ -313,4 +321,18 @@ impl Qm9Model {
             Ok((molecules, stats))
         })
     }
+}
+
+/// p(M) of the QM9 E-NF: the histogram of atom counts over the training split of `ds`.
+///
+/// Errors: [`ExperimentError::Flow`] when the split is empty; [`ExperimentError::Data`] when
+/// it names a row beyond the data set.
+pub fn training_node_counts(
+    ds: &datasets::qm9::Qm9Dataset,
+) -> Result<NodeCountDistribution, ExperimentError> {
+    let hist = ds.atom_count_histogram(ds.splits.train.iter().copied())?;
+    NodeCountDistribution::from_histogram(&hist).map_err(|e| ExperimentError::Flow {
+        context: "node-count distribution".into(),
+        source: e,
+    })
 }

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use egnn::EgnnConfig;
-use flow::{DequantizerKind, NodeCountDistribution, TraceEstimator};
+use flow::{DequantizerKind, NodeCountDistribution};
 use ode::OdeSolver;
 use serde::Deserialize;
 use tch::Tensor;
@@ -104,9 +104,10 @@ impl ReferenceArgs {
         if self.dataset != "qm9" {
             return Err(bad("dataset", self.dataset.clone()));
         }
+        // The reference's "mean" divides only the coordinate sum by M - 1 and scales the
+        // coordinate range by 19; this crate's mean aggregation differs, so it is refused.
         let aggregation = match self.x_aggregation.as_str() {
             "sum" => egnn::Aggregation::Sum,
-            "mean" => egnn::Aggregation::Mean,
             other => return Err(bad("x_aggregation", other.into())),
         };
         let dequantization = match self.dequantization.as_str() {
@@ -115,11 +116,15 @@ impl ReferenceArgs {
             "argmax_variational" => DequantizerKind::ArgmaxVariational,
             other => return Err(bad("dequantization", other.into())),
         };
-        let trace = match self.trace.as_str() {
-            "hutch" => TraceEstimator::Hutchinson(flow::Noise::Gaussian),
-            "exact" => TraceEstimator::Exact,
-            other => return Err(bad("trace", other.into())),
-        };
+        if !matches!(self.trace.as_str(), "hutch" | "exact") {
+            return Err(bad("trace", self.trace.clone()));
+        }
+        if !(self.ode_regularization.is_finite() && self.ode_regularization >= 0.0) {
+            return Err(bad(
+                "ode_regularization",
+                self.ode_regularization.to_string(),
+            ));
+        }
         Ok(Qm9ModelConfig {
             egnn: EgnnConfig {
                 hidden_nf: self.nf,
@@ -132,8 +137,6 @@ impl ReferenceArgs {
             },
             dequantization,
             actnorm: self.actnorm,
-            ode_regularization: self.ode_regularization,
-            trace,
             ..Qm9ModelConfig::default()
         })
     }
@@ -205,12 +208,18 @@ fn source_of(var: &str, tensors: &HashMap<String, Tensor>) -> Result<(String, Te
     let t = tensors
         .get(&name)
         .ok_or_else(|| format!("{name} (for {var}) is not in the checkpoint"))?;
-    let hidden = t.size().first().copied().unwrap_or(0);
+    let size = t.size();
+    let hidden = size.first().copied().unwrap_or(0);
+    if !matches!(columns, Columns::All) && (size.len() != 2 || size[1] < 2 * hidden + 1) {
+        return Err(format!(
+            "{name} has shape {size:?}; the first edge layer needs [hidden, 2 hidden + 1 + k]"
+        ));
+    }
     let t = match columns {
         Columns::All => t.shallow_clone(),
         Columns::Source => t.narrow(1, 0, hidden),
         Columns::Target => t.narrow(1, hidden, hidden),
-        Columns::Scalars => t.narrow(1, 2 * hidden, t.size()[1] - 2 * hidden),
+        Columns::Scalars => t.narrow(1, 2 * hidden, size[1] - 2 * hidden),
     };
     Ok((name, t))
 }

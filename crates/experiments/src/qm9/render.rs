@@ -38,8 +38,36 @@ pub fn render_png(
     if molecules.is_empty() || columns == 0 {
         return Err(fail("nothing to draw".into()));
     }
+    if let Some(k) = molecules
+        .iter()
+        .position(|m| m.positions.len() != 3 * m.n_atoms())
+    {
+        return Err(fail(format!(
+            "molecule {k} does not have 3 positions per atom"
+        )));
+    }
     let rows = molecules.len().div_ceil(columns);
     let size = (cell * columns as u32, cell * rows as u32);
+    // Drawn into a partial file (with a .png extension, which the encoder needs), then renamed.
+    let partial = path.with_extension(format!("partial.{}.png", std::process::id()));
+    let result = draw(&partial, molecules, columns, cell, size)
+        .map_err(fail)
+        .and_then(|()| datasets::atomic::finish_atomic(&partial, path).map_err(Into::into));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
+/// Draws the grid into the PNG file `path`.
+fn draw(
+    path: &Path,
+    molecules: &[Molecule],
+    columns: usize,
+    cell: u32,
+    size: (u32, u32),
+) -> Result<(), String> {
+    let fail = |e: String| e;
     let root = BitMapBackend::new(path, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| fail(e.to_string()))?;
     for (k, m) in molecules.iter().enumerate() {

@@ -13,14 +13,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use datasets::qm9::{ensure_qm9, write_xyz, Qm9Dataset, StabilitySummary};
-use flow::{NodeCountDistribution, Noise, TraceEstimator};
+use datasets::qm9::{ensure_qm9, write_xyz, StabilitySummary};
+use flow::{Noise, TraceEstimator};
 use ode::OdeSolver;
 use serde::{Deserialize, Serialize};
 
 use super::evaluate::{
     evaluate_nll, sample_molecules, seeded_subset, NllEvaluation, SampleEvaluation,
 };
+use super::model::training_node_counts;
 use super::pretrained::{load_pretrained, PretrainedFiles};
 use crate::error::ExperimentError;
 
@@ -121,6 +122,8 @@ pub struct Table2 {
     pub samples: SampleEvaluation,
     /// Stability of the data (all molecules).
     pub data: StabilitySummary,
+    /// dopri5 rtol = atol of the evaluations.
+    pub tol: f64,
     /// Wall time, seconds.
     pub seconds: f64,
 }
@@ -136,14 +139,15 @@ impl Table2 {
             format!(
             "QM9 (Table 2), profile `{}`: NLL = -log p(x, h, M) in nats per molecule over {} test \
              molecules (Hutchinson, Gaussian probes; {}), stability of {} sampled molecules; \
-             dopri5 rtol = atol = 1e-4. Wall time {:.0} s.\n\n",
+             dopri5 rtol = atol = {:e}. Wall time {:.0} s.\n\n",
             self.profile.name(),
             self.nll_hutchinson.n_molecules,
             self.nll_exact.as_ref().map_or("no exact-trace evaluation".into(), |e| format!(
-                "exact trace on another {} molecules: {:.2} +- {:.2}",
+                "exact trace on a second seeded subset of {} molecules: {:.2} +- {:.2}",
                 e.n_molecules, e.nll, e.nll_std_err
             )),
             self.samples.stability.molecules,
+            self.tol,
             self.seconds
         );
         s.push_str("| method | NLL ours | NLL paper | atom stable ours | paper | mol stable ours | paper | source |\n");
@@ -193,7 +197,7 @@ impl Table2 {
 pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentError> {
     let start = Instant::now();
     let ds = ensure_qm9(&options.data, None)?;
-    let nodes = node_counts(&ds)?;
+    let nodes = training_node_counts(&ds)?;
     let model = load_pretrained(
         &PretrainedFiles::in_dir(&options.pretrained),
         nodes,
@@ -311,7 +315,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
         },
         Table2Row {
             method: "data".into(),
-            source: format!("all {} molecules of data/qm9.h5", ds.len()),
+            source: format!("all {} molecules of {}", ds.len(), options.data.display()),
             nll: None,
             stability: Some((data.atom_fraction(), data.molecule_fraction())),
             paper: (None, 0.99, 0.952),
@@ -324,17 +328,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
         nll_exact: exact,
         samples,
         data,
+        tol: options.tol,
         seconds: start.elapsed().as_secs_f64(),
-    })
-}
-
-/// p(M) from the training split's atom counts.
-///
-/// Errors: [`ExperimentError::Data`] for an empty split.
-pub fn node_counts(ds: &Qm9Dataset) -> Result<NodeCountDistribution, ExperimentError> {
-    let hist = ds.atom_count_histogram(ds.splits.train.iter().copied())?;
-    NodeCountDistribution::from_histogram(&hist).map_err(|e| ExperimentError::Flow {
-        context: "node-count distribution".into(),
-        source: e,
     })
 }
