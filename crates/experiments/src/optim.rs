@@ -88,6 +88,11 @@ impl AdamW {
         &self.params
     }
 
+    /// The names of [`AdamW::parameters`], in the same order.
+    pub fn parameter_names(&self) -> &[String] {
+        &self.names
+    }
+
     /// Steps taken so far.
     pub fn steps_taken(&self) -> u64 {
         self.step

@@ -156,3 +156,40 @@ fn padded_batches_and_e3_transformations_leave_each_log_likelihood_unchanged() {
         alone[1]
     );
 }
+
+#[test]
+fn training_steps_lower_the_nll_of_a_small_model() {
+    use experiments::qm9::train::{
+        qm9_optimizer, qm9_train_step, GradientClipper, Qm9TrainOptions,
+    };
+    let _guard = geometry::testing::seeded(22);
+    let nodes = NodeCountDistribution::from_histogram(&[0, 0, 0, 1, 1, 2]).unwrap();
+    let mut config = Qm9ModelConfig::default();
+    config.egnn.hidden_nf = 16;
+    config.egnn.n_layers = 2;
+    config.dequantizer_egnn.hidden_nf = 16;
+    config.dequantizer_egnn.n_layers = 2;
+    let mut model =
+        Qm9Model::new(&config, nodes, OdeSolver::dopri5(1e-4, 1e-4), Device::Cpu).unwrap();
+    model.vs.set_kind(Kind::Double);
+    let ms: Vec<Molecule> = [3, 5, 4, 5].into_iter().map(molecule).collect();
+    let (b, _) = batch(&ms.iter().collect::<Vec<_>>());
+    let options = Qm9TrainOptions {
+        lr: 5e-3,
+        ..Qm9TrainOptions::default()
+    };
+    let mut opt = qm9_optimizer(&model, &options);
+    let mut clipper = GradientClipper::default();
+    let nll: Vec<f64> = (0..30)
+        .map(|_| {
+            let r = qm9_train_step(&model, &mut opt, &mut clipper, &b, &options).unwrap();
+            assert!(r.regulariser > 0.0 && r.grad_norm.is_finite() && r.nfe > 0);
+            r.nll
+        })
+        .collect();
+    assert!(model.actnorm.as_ref().unwrap().is_initialized());
+    let first: f64 = nll[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = nll[25..].iter().sum::<f64>() / 5.0;
+    eprintln!("NLL first 5 steps {first:.2}, last 5 {last:.2}: {nll:?}");
+    assert!(last < first - 2.0, "NLL {first} -> {last}");
+}

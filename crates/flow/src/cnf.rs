@@ -2,7 +2,7 @@
 
 use crate::error::{expect_positions, FlowError};
 use crate::prior::{CentredGaussian, StandardGaussian};
-use crate::trace::{exact_from_replicas, hutchinson, Probes, TraceEstimator};
+use crate::trace::{exact_from_replicas, hutchinson_with_vjp, Probes, TraceEstimator};
 use egnn::{Dynamics, Masks};
 use ode::{adjoint_gradients, AdjointOptions, OdeError, OdeRhs, OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,9 @@ pub struct Encoded {
     /// Latent features `[batch, nodes, nf]` of a flow over positions and features
     /// ([`Cnf::encode_features`]), zero at padded nodes; `None` for positions alone.
     pub z_h: Option<Tensor>,
+    /// The ODE regulariser `integral over t of ||v||^2 + ||eps^T dv/ds||^2` `[batch]` when asked
+    /// for ([`Cnf::encode_features_regularised`]), else `None`.
+    pub regulariser: Option<Tensor>,
     /// `log |det dz/dx|` = the integral of the trace over t in [0, 1], `[batch]`.
     pub log_det: Tensor,
     /// Solver statistics.
@@ -85,6 +88,8 @@ struct DensityRhs<'a, D> {
     trace: TraceWork,
     create_graph: bool,
     layout: StateLayout,
+    /// Integrate the ODE regulariser as a third state component.
+    regularise: bool,
 }
 
 /// How the first ODE state tensor is laid out.
@@ -136,11 +141,19 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             } else {
                 self.dynamics.velocity_and_divergence(t, &x_in, self.masks)
             };
+            let mut frobenius = None;
             let (v, tr) = match (closed_form, &self.trace) {
                 (Some(result), _) => result?,
                 (None, TraceWork::Hutchinson(eps)) => {
                     let v = self.layout.velocity(self.dynamics, t, &x_in, self.masks)?;
-                    let tr = hutchinson(&v, &x_in, eps, self.create_graph)?;
+                    let (tr, vjp) = hutchinson_with_vjp(&v, &x_in, eps, self.create_graph)?;
+                    if self.regularise {
+                        frobenius = Some(vjp.square().sum_dim_intlist(
+                            &[1i64, 2][..],
+                            false,
+                            v.kind(),
+                        ));
+                    }
                     (v, tr)
                 }
                 (None, TraceWork::Exact(masks_rep)) => {
@@ -152,10 +165,22 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                     (v_rep.narrow(0, 0, size[0]), tr)
                 }
             };
+            let mut out = vec![v, tr];
+            if self.regularise {
+                // ||v||^2 plus, with Hutchinson probes, the Frobenius estimate ||eps^T J||^2 (with
+                // the exact trace or a closed-form divergence only ||v||^2).
+                let kinetic = out[0]
+                    .square()
+                    .sum_dim_intlist(&[1i64, 2][..], false, out[0].kind());
+                out.push(match frobenius {
+                    Some(f) => kinetic + f,
+                    None => kinetic,
+                });
+            }
             Ok(if self.create_graph {
-                vec![v, tr]
+                out
             } else {
-                vec![v.detach(), tr.detach()]
+                out.into_iter().map(|t| t.detach()).collect()
             })
         })
     }
@@ -235,7 +260,7 @@ impl<D: Dynamics> Cnf<D> {
         probes: Probes,
         mode: GradientMode,
     ) -> Result<Encoded, FlowError> {
-        self.encode_state(x, None, masks, probes, mode)
+        self.encode_state(x, None, masks, probes, mode, false)
     }
 
     /// Encodes positions `x [batch, nodes, dims]` (centred here over the real nodes) and node
@@ -253,7 +278,24 @@ impl<D: Dynamics> Cnf<D> {
         probes: Probes,
         mode: GradientMode,
     ) -> Result<Encoded, FlowError> {
-        self.encode_state(x, Some(h), masks, probes, mode)
+        self.encode_state(x, Some(h), masks, probes, mode, false)
+    }
+
+    /// [`Cnf::encode_features`] that also integrates the ODE regulariser of the E-NF's QM9
+    /// training (FACTS.md 1; Finlay et al. 2020): per graph, the integral over t of `||v||^2 +
+    /// ||eps^T dv/ds||^2` (the second term with Hutchinson probes only), in
+    /// [`Encoded::regulariser`].
+    ///
+    /// Errors: as [`Cnf::encode_features`].
+    pub fn encode_features_regularised(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
+        self.encode_state(x, Some(h), masks, probes, mode, true)
     }
 
     fn encode_state(
@@ -263,11 +305,17 @@ impl<D: Dynamics> Cnf<D> {
         masks: &Masks,
         probes: Probes,
         mode: GradientMode,
+        regularise: bool,
     ) -> Result<Encoded, FlowError> {
         let n_dims = x.size().get(2).copied().unwrap_or(0);
-        let (rhs, y0) =
+        let (mut rhs, mut y0) =
             self.density_problem(x, h, masks, probes, mode == GradientMode::Backprop)?;
+        if regularise {
+            rhs.regularise = true;
+            y0.push(y0[1].zeros_like());
+        }
         let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &y0))?;
+        let regulariser = if regularise { y.pop() } else { None };
         let log_det = y.pop().unwrap_or_else(Tensor::new);
         let s = y.pop().unwrap_or_else(Tensor::new);
         let (z, z_h) = match h {
@@ -281,6 +329,7 @@ impl<D: Dynamics> Cnf<D> {
             z,
             z_h,
             log_det,
+            regulariser,
             stats,
         })
     }
@@ -407,6 +456,7 @@ impl<D: Dynamics> Cnf<D> {
             masks,
             trace,
             create_graph,
+            regularise: false,
             layout: StateLayout {
                 n_dims: size[2],
                 features: h.is_some(),

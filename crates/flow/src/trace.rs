@@ -111,6 +111,20 @@ pub fn hutchinson(
     eps: &Tensor,
     create_graph: bool,
 ) -> Result<Tensor, FlowError> {
+    Ok(hutchinson_with_vjp(v, x, eps, create_graph)?.0)
+}
+
+/// [`hutchinson`] that also returns the vector-Jacobian product `eps^T (dv/dx)` `[batch, nodes,
+/// dims]` it is built from (its squared norm is the Jacobian-Frobenius term of the ODE
+/// regulariser, Finlay et al. 2020).
+///
+/// Errors: as [`hutchinson`].
+pub fn hutchinson_with_vjp(
+    v: &Tensor,
+    x: &Tensor,
+    eps: &Tensor,
+    create_graph: bool,
+) -> Result<(Tensor, Tensor), FlowError> {
     if v.size() != x.size() || eps.size() != x.size() || x.dim() != 3 {
         return Err(FlowError::Shape {
             what: "velocity, positions and probes",
@@ -120,7 +134,8 @@ pub fn hutchinson(
     }
     let vjp = Tensor::f_run_backward(&[(v * eps).sum(v.kind())], &[x], create_graph, create_graph)?;
     let vjp = grad_or_zeros(vjp.into_iter().next().unwrap_or_else(Tensor::new), x);
-    Ok((vjp * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind()))
+    let tr = (&vjp * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind());
+    Ok((tr, vjp))
 }
 
 /// The one-hot probes of the batched exact trace: `[D, 1, D]` with `probe[k, 0, k] = 1`, D = nodes * dims.

@@ -8,6 +8,7 @@ pub mod model;
 pub mod pretrained;
 pub mod render;
 pub mod table2;
+pub mod train;
 
 pub use batch::Qm9Batch;
 pub use evaluate::{

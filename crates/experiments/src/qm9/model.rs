@@ -70,6 +70,8 @@ pub struct Qm9LogLikelihood {
     pub log_q: Tensor,
     /// `log p(M)`.
     pub log_p_m: Tensor,
+    /// The ODE regulariser `[batch]` when computed ([`Qm9Model::training_terms`]).
+    pub regulariser: Option<Tensor>,
     /// Solver statistics of the density solve.
     pub stats: SolveStats,
 }
@@ -188,6 +190,31 @@ impl Qm9Model {
         probes: Probes,
         mode: GradientMode,
     ) -> Result<Qm9LogLikelihood, ExperimentError> {
+        self.terms(batch, noise, probes, mode, false)
+    }
+
+    /// What a training step needs: [`Qm9Model::log_likelihood_with`] with gradients
+    /// (backpropagation through the solver) and the ODE regulariser
+    /// ([`flow::Cnf::encode_features_regularised`]) in [`Qm9LogLikelihood::regulariser`].
+    ///
+    /// Errors: as [`Qm9Model::log_likelihood`].
+    pub fn training_terms(
+        &self,
+        batch: &Qm9Batch,
+        noise: &Tensor,
+        probes: Probes,
+    ) -> Result<Qm9LogLikelihood, ExperimentError> {
+        self.terms(batch, noise, probes, GradientMode::Backprop, true)
+    }
+
+    fn terms(
+        &self,
+        batch: &Qm9Batch,
+        noise: &Tensor,
+        probes: Probes,
+        mode: GradientMode,
+        regularise: bool,
+    ) -> Result<Qm9LogLikelihood, ExperimentError> {
         let flow_err = |context: &str| {
             let context = context.to_string();
             move |source| ExperimentError::Flow { context, source }
@@ -208,10 +235,13 @@ impl Qm9Model {
                     Tensor::zeros([batch.x.size()[0]], (batch.x.kind(), batch.x.device())),
                 ),
             };
-            let enc = self
-                .flow
-                .encode_features(&x, &h, masks, probes, mode)
-                .map_err(flow_err("flow"))?;
+            let enc = if regularise {
+                self.flow
+                    .encode_features_regularised(&x, &h, masks, probes, mode)
+            } else {
+                self.flow.encode_features(&x, &h, masks, probes, mode)
+            }
+            .map_err(flow_err("flow"))?;
             let z_h = enc.z_h.as_ref().ok_or_else(|| {
                 ExperimentError::Model("the flow returned no latent features".into())
             })?;
@@ -233,6 +263,7 @@ impl Qm9Model {
                 log_det,
                 log_q: deq.log_q,
                 log_p_m,
+                regulariser: enc.regulariser,
                 stats: enc.stats,
             })
         };
