@@ -172,6 +172,8 @@ enum Command {
     Qm9Sample(cli::qm9::SampleArgs),
     /// Draw molecules of an XYZ file into a PNG (ball and stick).
     Qm9Render(cli::qm9::RenderArgs),
+    /// Train a QM9 E-NF (resumable; NLL + 1e-3 ODE regulariser, adaptive clipping, AdamW).
+    Qm9Train(cli::qm9::TrainArgs),
     /// Print the default configuration of one Table 1 cell as TOML.
     PrintConfig {
         /// The system.
@@ -344,6 +346,7 @@ fn main() -> Result<()> {
         Command::Qm9Evaluate(args) => cli::qm9::evaluate(&args)?,
         Command::Qm9Sample(args) => cli::qm9::sample(&args)?,
         Command::Qm9Render(args) => cli::qm9::render(&args)?,
+        Command::Qm9Train(args) => cli::qm9::train(&args)?,
         Command::PrintConfig { system, n_train } => {
             print!("{}", RunConfig::paper_cell(system, n_train, 0)?.to_toml());
         }

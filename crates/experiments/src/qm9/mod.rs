@@ -7,6 +7,7 @@ pub mod evaluate;
 pub mod model;
 pub mod pretrained;
 pub mod render;
+pub mod run;
 pub mod table2;
 pub mod train;
 

@@ -36,6 +36,21 @@ impl Default for GradientClipper {
 }
 
 impl GradientClipper {
+    /// A clipper with the given record of norms (most recent last; the default's single 3000
+    /// when empty), as saved by [`GradientClipper::norms`].
+    pub fn from_norms(norms: Vec<f64>) -> Self {
+        let mut c = GradientClipper::default();
+        if !norms.is_empty() {
+            c.norms = norms.into_iter().collect();
+        }
+        c
+    }
+
+    /// The recorded norms, oldest first.
+    pub fn norms(&self) -> Vec<f64> {
+        self.norms.iter().copied().collect()
+    }
+
     /// The current limit: `1.5 mean + 2 std` of the recorded norms (std 0 for one record).
     pub fn limit(&self) -> f64 {
         let n = self.norms.len() as f64;
