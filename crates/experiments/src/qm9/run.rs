@@ -122,7 +122,11 @@ pub fn train_qm9(
     run_dir: &Path,
     mut progress: impl FnMut(usize, &Qm9StepReport),
 ) -> Result<(Qm9Model, Option<Qm9StepReport>), ExperimentError> {
-    if config.batch_size == 0 || config.checkpoint_every == 0 || !(config.tol > 0.0) {
+    if config.batch_size == 0
+        || config.checkpoint_every == 0
+        || config.tol.is_nan()
+        || config.tol <= 0.0
+    {
         return Err(ExperimentError::Config {
             key: "qm9 run".into(),
             message: "batch_size and checkpoint_every must be >= 1 and tol > 0".into(),
