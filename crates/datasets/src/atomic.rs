@@ -69,6 +69,21 @@ pub fn ensure_parent_dir(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Writes `path` atomically with `write`, which creates and fills the file it is given (the
+/// partial file): on success the partial file is flushed and renamed over `path`; on any error it
+/// is removed and an existing file at `path` is untouched.
+///
+/// # Errors
+/// `write`'s error, or [`DatasetError::Io`] when syncing or renaming fails.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let partial = partial_path(path);
+    let result = write(&partial).and_then(|()| finish_atomic(&partial, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}
+
 /// Writes `bytes` to `path` atomically, creating the parent directory if needed. On error the
 /// partial file is removed and an existing file at `path` is untouched.
 ///
@@ -76,15 +91,11 @@ pub fn ensure_parent_dir(path: &Path) -> Result<()> {
 /// [`DatasetError::Io`] naming the file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     ensure_parent_dir(path)?;
-    let partial = partial_path(path);
-    let result = std::fs::File::create(&partial)
-        .and_then(|mut f| f.write_all(bytes))
-        .map_err(io("writing the partial file", &partial))
-        .and_then(|()| finish_atomic(&partial, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    result
+    write_atomic_with(path, |partial| {
+        std::fs::File::create(partial)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(io("writing the partial file", partial))
+    })
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use std::path::Path;
 
 use hdf5::types::{TypeDescriptor, VarLenAscii, VarLenUnicode};
 
-use crate::atomic::{finish_atomic, partial_path};
 use crate::error::{DatasetError, Result};
 use crate::mcmc::MetropolisConfig;
 use crate::particles::{ParticleDataset, Source};
@@ -45,14 +44,7 @@ impl ParticleDataset {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.validate_for(path)?;
-        let partial = partial_path(path);
-        let result = self
-            .write_hdf5(&partial)
-            .and_then(|()| finish_atomic(&partial, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
+        crate::atomic::write_atomic_with(path, |partial| self.write_hdf5(partial))
     }
 
     /// Reads and validates a data set written by [`ParticleDataset::write`] (or by h5py

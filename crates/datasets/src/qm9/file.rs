@@ -16,7 +16,6 @@ use std::path::Path;
 use hdf5::types::TypeDescriptor;
 
 use super::{Qm9Dataset, MAX_ATOMS};
-use crate::atomic::{finish_atomic, partial_path};
 use crate::error::{DatasetError, Result};
 use crate::h5::{Reader, Writer};
 use crate::splits::{SplitName, Splits};
@@ -35,14 +34,7 @@ impl Qm9Dataset {
     pub fn write(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         self.validate_for(path)?;
-        let partial = partial_path(path);
-        let result = self
-            .write_hdf5(&partial)
-            .and_then(|()| finish_atomic(&partial, path));
-        if result.is_err() {
-            let _ = std::fs::remove_file(&partial);
-        }
-        result
+        crate::atomic::write_atomic_with(path, |partial| self.write_hdf5(partial))
     }
 
     fn write_hdf5(&self, target: &Path) -> Result<()> {

@@ -65,6 +65,22 @@ impl Default for Qm9RunConfig {
     }
 }
 
+impl Qm9RunConfig {
+    /// The run's model (parameters from libtorch's generator) with p(M) from `ds`'s training
+    /// split and dopri5 at the run's tolerance, on the CPU.
+    ///
+    /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters; as
+    /// [`training_node_counts`].
+    pub fn build_model(&self, ds: &Qm9Dataset) -> Result<Qm9Model, ExperimentError> {
+        Qm9Model::new(
+            &self.model,
+            training_node_counts(ds)?,
+            ode::OdeSolver::dopri5(self.tol, self.tol),
+            tch::Device::Cpu,
+        )
+    }
+}
+
 /// One line of `metrics.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Qm9StepLine {
@@ -159,12 +175,7 @@ pub fn train_qm9(
     }
     datasets::atomic::write_atomic(&config_path, text.as_bytes())?;
     tch::manual_seed(config.seed as i64);
-    let mut model = Qm9Model::new(
-        &config.model,
-        training_node_counts(ds)?,
-        ode::OdeSolver::dopri5(config.tol, config.tol),
-        tch::Device::Cpu,
-    )?;
+    let mut model = config.build_model(ds)?;
     let mut opt = qm9_optimizer(&model, &config.train);
     let mut clipper = GradientClipper::default();
     let last = run_dir.join(files::LAST);
@@ -257,12 +268,7 @@ pub fn load_trained(run_dir: &Path, ds: &Qm9Dataset) -> Result<Qm9Model, Experim
             key: config_path.display().to_string(),
             message: e.to_string(),
         })?;
-    let mut model = Qm9Model::new(
-        &config.model,
-        training_node_counts(ds)?,
-        ode::OdeSolver::dopri5(config.tol, config.tol),
-        tch::Device::Cpu,
-    )?;
+    let mut model = config.build_model(ds)?;
     checkpoint::load(&mut model.vs, &run_dir.join(files::LAST))?;
     Ok(model)
 }
