@@ -102,6 +102,19 @@ struct StateLayout {
 }
 
 impl StateLayout {
+    /// Splits a state `[batch, nodes, n + nf]` into its positions and (with features) its
+    /// features.
+    fn split(self, s: &Tensor) -> (Tensor, Option<Tensor>) {
+        if !self.features {
+            return (s.shallow_clone(), None);
+        }
+        let nf = s.size()[2] - self.n_dims;
+        (
+            s.narrow(-1, 0, self.n_dims),
+            Some(s.narrow(-1, self.n_dims, nf)),
+        )
+    }
+
     /// The velocity of state `s`: `v_x`, or `[v_x, v_h]` concatenated for a state with features.
     fn velocity<D: Dynamics>(
         self,
@@ -110,16 +123,14 @@ impl StateLayout {
         s: &Tensor,
         masks: &Masks,
     ) -> Result<Tensor, FlowError> {
-        if !self.features {
-            return Ok(dynamics.velocity(t, s, None, masks)?.x);
-        }
-        let nf = s.size()[2] - self.n_dims;
-        let x = s.narrow(-1, 0, self.n_dims);
-        let h = s.narrow(-1, self.n_dims, nf);
+        let (x, h) = self.split(s);
+        let Some(h) = h else {
+            return Ok(dynamics.velocity(t, &x, None, masks)?.x);
+        };
         let v = dynamics.velocity(t, &x, Some(&h), masks)?;
-        let vh = v.h.ok_or(FlowError::Shape {
+        let vh = v.h.ok_or_else(|| FlowError::Shape {
             what: "feature velocity",
-            expected: format!("[batch, nodes, {nf}] from dynamics over features"),
+            expected: format!("{:?} from dynamics over features", h.size()),
             got: vec![],
         })?;
         Ok(Tensor::cat(&[&v.x, &vh], -1))
@@ -307,7 +318,6 @@ impl<D: Dynamics> Cnf<D> {
         mode: GradientMode,
         regularise: bool,
     ) -> Result<Encoded, FlowError> {
-        let n_dims = x.size().get(2).copied().unwrap_or(0);
         let (mut rhs, mut y0) =
             self.density_problem(x, h, masks, probes, mode == GradientMode::Backprop)?;
         if regularise {
@@ -317,14 +327,7 @@ impl<D: Dynamics> Cnf<D> {
         let (mut y, stats) = Self::run(mode, || self.solver.solve(&rhs, 0.0, 1.0, &y0))?;
         let regulariser = if regularise { y.pop() } else { None };
         let log_det = y.pop().unwrap_or_else(Tensor::new);
-        let s = y.pop().unwrap_or_else(Tensor::new);
-        let (z, z_h) = match h {
-            None => (s, None),
-            Some(_) => {
-                let nf = s.size()[2] - n_dims;
-                (s.narrow(-1, 0, n_dims), Some(s.narrow(-1, n_dims, nf)))
-            }
-        };
+        let (z, z_h) = rhs.layout.split(&y.pop().unwrap_or_else(Tensor::new));
         Ok(Encoded {
             z,
             z_h,
@@ -488,12 +491,19 @@ impl<D: Dynamics> Cnf<D> {
         enc: Encoded,
         masks: &Masks,
     ) -> Result<(Tensor, SolveStats), FlowError> {
+        Ok((self.log_prior(&enc, masks)? + &enc.log_det, enc.stats))
+    }
+
+    /// The base density of an encoding, `[batch]` in nats: `log p_Z(z)` of the latent positions,
+    /// plus `log N(z_h; 0, I)` of the latent features when there are any (E-NF section 4).
+    ///
+    /// Errors: [`FlowError::Shape`] when the latents do not fit the node mask.
+    pub fn log_prior(&self, enc: &Encoded, masks: &Masks) -> Result<Tensor, FlowError> {
         let log_pz = self.prior.log_prob(&enc.z, &masks.node)?;
-        let log_pz = match &enc.z_h {
+        Ok(match &enc.z_h {
             Some(z_h) => log_pz + StandardGaussian.log_prob(z_h, &masks.node)?,
             None => log_pz,
-        };
-        Ok((log_pz + enc.log_det, enc.stats))
+        })
     }
 
     /// Log-likelihood `log p(x, h) = log p_Z(z_x) + log N(z_h; 0, I) + log |det|` in nats,
@@ -553,8 +563,8 @@ impl<D: Dynamics> Cnf<D> {
             features: true,
         };
         let (s, stats) = self.decode_state(s, masks, layout, mode)?;
-        let nf = s.size()[2] - size[2];
-        Ok((s.narrow(-1, 0, size[2]), s.narrow(-1, size[2], nf), stats))
+        let (x, h) = layout.split(&s);
+        Ok((x, h.unwrap_or_else(Tensor::new), stats))
     }
 
     fn decode_state(

@@ -242,15 +242,10 @@ impl Qm9Model {
                 self.flow.encode_features(&x, &h, masks, probes, mode)
             }
             .map_err(flow_err("flow"))?;
-            let z_h = enc.z_h.as_ref().ok_or_else(|| {
-                ExperimentError::Model("the flow returned no latent features".into())
-            })?;
-            let log_pz = CentredGaussian
-                .log_prob(&enc.z, &masks.node)
-                .map_err(flow_err("prior"))?
-                + StandardGaussian
-                    .log_prob(z_h, &masks.node)
-                    .map_err(flow_err("prior"))?;
+            let log_pz = self
+                .flow
+                .log_prior(&enc, masks)
+                .map_err(flow_err("prior"))?;
             let log_det = enc.log_det + log_det_actnorm;
             let log_p_m = self
                 .node_counts
