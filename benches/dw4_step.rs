@@ -20,15 +20,32 @@ fn dw4(c: &mut Criterion) {
     for workers in [1, 2] {
         let mut config = config.clone();
         config.training.workers = workers;
-        let (_, nfe) =
-            experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap();
+        let (_, nfe) = experiments::train::train_step(
+            &model,
+            &mut opt,
+            &mut Default::default(),
+            &batch,
+            &config,
+            0,
+            0,
+        )
+        .unwrap();
         eprintln!("DW4 training step, {workers} worker(s): {nfe} NFE per shard's forward solve");
         group.bench_function(
             format!("training_step_batch100_hutchinson_{workers}_workers"),
             |b| {
                 b.iter(|| {
                     restore();
-                    experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap()
+                    experiments::train::train_step(
+                        &model,
+                        &mut opt,
+                        &mut Default::default(),
+                        &batch,
+                        &config,
+                        0,
+                        0,
+                    )
+                    .unwrap()
                 })
             },
         );

@@ -78,7 +78,16 @@ fn enf(c: &mut Criterion) {
             let mut step = || {
                 reset();
                 tch::manual_seed(1);
-                experiments::train::train_step(&model, &mut opt, &batch, &config, 0, 0).unwrap()
+                experiments::train::train_step(
+                    &model,
+                    &mut opt,
+                    &mut Default::default(),
+                    &batch,
+                    &config,
+                    0,
+                    0,
+                )
+                .unwrap()
             };
             eprintln!("{name} training step ({method:?}): {:.0} NFE", step().1);
             group.bench_function(format!("{name}_training_step_batch100_{method:?}"), |b| {

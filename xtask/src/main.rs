@@ -53,6 +53,9 @@ enum Cmd {
     /// Set up, then run `enf reproduce-table2 [ARGS]...` (QM9, the pretrained E-NF).
     #[command(name = "reproduce-table2", disable_help_flag = true)]
     ReproduceTable2(PassThrough),
+    /// Set up, then run `enf reproduce-table3 [ARGS]...` (QM9 positional, every method trained).
+    #[command(name = "reproduce-table3", disable_help_flag = true)]
+    ReproduceTable3(PassThrough),
     /// Set up, then run the `enf` binary with [ARGS]... (release build of enf-experiments).
     #[command(disable_help_flag = true)]
     Enf(PassThrough),
@@ -80,10 +83,11 @@ struct PassThrough {
 }
 
 /// The commands whose arguments are handed on verbatim (kept in step with [`Cmd`] by a test).
-const PASS_THROUGH: [&str; 6] = [
+const PASS_THROUGH: [&str; 7] = [
     "test",
     "reproduce-table1",
     "reproduce-table2",
+    "reproduce-table3",
     "enf",
     "bench",
     "bench-torchdiffeq",
@@ -160,6 +164,7 @@ fn run(cmd: Cmd) -> Result<i32> {
         Cmd::Bench(p) => cargo_cmd(&["bench", "-p", "enf-benches"], p.args),
         Cmd::ReproduceTable1(p) => enf(Some("reproduce-table1"), p.args),
         Cmd::ReproduceTable2(p) => enf(Some("reproduce-table2"), p.args),
+        Cmd::ReproduceTable3(p) => enf(Some("reproduce-table3"), p.args),
         Cmd::Enf(p) => enf(None, p.args),
         Cmd::BenchTorchdiffeq(p) => {
             // The torch wheel's site folder: the parent of the libtorch folder `torch/`.

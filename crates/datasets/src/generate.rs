@@ -99,12 +99,21 @@ pub fn default_lj13_config() -> MetropolisConfig {
 /// The default generation settings of `system`.
 ///
 /// # Errors
-/// None at present (every [`System`] has default settings); kept fallible for systems to come.
+/// [`DatasetError::InvalidConfig`] for [`System::Qm9Positional`], which is cut from QM9
+/// ([`crate::qm9::ensure_qm9_positional`]), not sampled.
 pub fn default_config(system: System) -> Result<MetropolisConfig> {
     match system {
         System::Dw4 => Ok(default_dw4_config()),
         System::Lj13 => Ok(default_lj13_config()),
+        System::Qm9Positional => Err(not_sampled(system)),
     }
+}
+
+fn not_sampled(system: System) -> DatasetError {
+    DatasetError::InvalidConfig(format!(
+        "{system} has no energy function to sample by MCMC: it is cut from QM9 \
+         (datasets::qm9::ensure_qm9_positional)"
+    ))
 }
 
 /// Samples `system` with `config` and splits the result by the paper's tail rule
@@ -113,18 +122,24 @@ pub fn default_config(system: System) -> Result<MetropolisConfig> {
 /// # Errors
 /// As [`metropolis`]; [`DatasetError::TooFewSamples`] when `config.n_samples ≤ 2,000`.
 pub fn generate(system: System, config: &MetropolisConfig) -> Result<ParticleDataset> {
+    let energy = system.energy().ok_or_else(|| not_sampled(system))?;
     let splits = Splits::tail(config.n_samples, N_VAL, N_TEST)?;
-    let samples = metropolis(system.energy().as_ref(), config)?;
+    let samples = metropolis(energy.as_ref(), config)?;
     ParticleDataset::from_samples(system, samples, splits)
 }
 
 /// Loads the default data set of `system` from `path`, generating it first when needed:
 /// [`ensure_dataset_with`] with [`default_config`]`(system)`. Generating DW4 takes about 12 s in
-/// release.
+/// release. QM9 positional is cut from `qm9.h5` beside `path` instead
+/// ([`crate::qm9::ensure_qm9_positional`], which makes QM9 first when needed).
 ///
 /// # Errors
-/// As [`ensure_dataset_with`].
+/// As [`ensure_dataset_with`] and [`crate::qm9::ensure_qm9_positional`].
 pub fn ensure_dataset(path: impl AsRef<Path>, system: System) -> Result<ParticleDataset> {
+    if system == System::Qm9Positional {
+        let path = path.as_ref();
+        return crate::qm9::ensure_qm9_positional(path, path.with_file_name("qm9.h5"), None);
+    }
     let config = default_config(system)?;
     ensure_dataset_with(path, system, &config)
 }

@@ -133,7 +133,7 @@ fn fortran_to_c(data: &[f32], rows: usize, a: usize, b: usize) -> Vec<f32> {
 impl ParticleDataset {
     /// Imports a literature `.npy` file of `system` samples: positions via
     /// [`read_npy_positions`], energies recomputed with the system's energy function (float64 on
-    /// the float32 positions), splits by the paper's tail rule (`Splits::tail(N, 1000, 1000)`),
+    /// the float32 positions; none for a system without one), splits by the paper's tail rule (`Splits::tail(N, 1000, 1000)`),
     /// source `imported:<file name>`.
     ///
     /// # Errors
@@ -157,7 +157,9 @@ impl ParticleDataset {
             splits,
             Source::Imported { file_name },
         )?;
-        ds.compute_energies(system.energy().as_ref())?;
+        if let Some(energy) = system.energy() {
+            ds.compute_energies(energy.as_ref())?;
+        }
         Ok(ds)
     }
 }

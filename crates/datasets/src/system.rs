@@ -1,4 +1,5 @@
-//! The named particle systems of the E-NF paper's Table 1.
+//! The named particle systems of the E-NF paper: DW4 and LJ13 (Table 1) and QM9 positional
+//! (Table 3).
 
 use std::fmt;
 use std::str::FromStr;
@@ -7,7 +8,8 @@ use crate::energy::{DoubleWell, Energy, LennardJones};
 use crate::error::DatasetError;
 
 /// A named particle system. Its name is what the HDF5 `system` attribute stores.
-/// In configuration files (serde) it is written in lower case: `"dw4"`, `"lj13"`.
+/// In configuration files (serde) it is written in lower case: `"dw4"`, `"lj13"`,
+/// `"qm9_positional"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
@@ -17,22 +19,28 @@ pub enum System {
     /// LJ13: 13 particles in 3D, Lennard-Jones plus harmonic trap ([`LennardJones::lj13`]).
     #[serde(alias = "Lj13", alias = "LJ13")]
     Lj13,
+    /// QM9 positional (Table 3): the QM9 molecules with 19 atoms, positions only (Angstrom, 3D),
+    /// taken from the QM9 file ([`crate::qm9::positional_dataset`]); no energy function.
+    #[serde(rename = "qm9_positional", alias = "QM9-positional")]
+    Qm9Positional,
 }
 
 impl System {
-    /// The canonical name: `"DW4"` or `"LJ13"`.
+    /// The canonical name: `"DW4"`, `"LJ13"` or `"QM9-positional"`.
     pub fn name(self) -> &'static str {
         match self {
             System::Dw4 => "DW4",
             System::Lj13 => "LJ13",
+            System::Qm9Positional => "QM9-positional",
         }
     }
 
-    /// Number of particles M (4 or 13).
+    /// Number of particles M (4, 13 or 19).
     pub fn n_particles(self) -> usize {
         match self {
             System::Dw4 => 4,
             System::Lj13 => 13,
+            System::Qm9Positional => crate::qm9::QM9_POSITIONAL_ATOMS,
         }
     }
 
@@ -40,15 +48,17 @@ impl System {
     pub fn n_dims(self) -> usize {
         match self {
             System::Dw4 => 2,
-            System::Lj13 => 3,
+            System::Lj13 | System::Qm9Positional => 3,
         }
     }
 
-    /// The system's energy function.
-    pub fn energy(self) -> Box<dyn Energy + Send + Sync> {
+    /// The system's energy function; `None` for QM9 positional, whose samples are molecules of
+    /// a data set rather than draws from a known Boltzmann density.
+    pub fn energy(self) -> Option<Box<dyn Energy + Send + Sync>> {
         match self {
-            System::Dw4 => Box::new(DoubleWell::dw4()),
-            System::Lj13 => Box::new(LennardJones::lj13()),
+            System::Dw4 => Some(Box::new(DoubleWell::dw4())),
+            System::Lj13 => Some(Box::new(LennardJones::lj13())),
+            System::Qm9Positional => None,
         }
     }
 }
@@ -62,7 +72,8 @@ impl fmt::Display for System {
 impl FromStr for System {
     type Err = DatasetError;
 
-    /// Parses `"DW4"` / `"LJ13"`, case-insensitively.
+    /// Parses `"DW4"`, `"LJ13"` or `"QM9-positional"` (also `qm9_positional`, `qm9pos`),
+    /// case-insensitively.
     ///
     /// # Errors
     /// [`DatasetError::UnknownSystem`] for any other name.
@@ -70,6 +81,7 @@ impl FromStr for System {
         match s.to_ascii_uppercase().as_str() {
             "DW4" => Ok(System::Dw4),
             "LJ13" => Ok(System::Lj13),
+            "QM9-POSITIONAL" | "QM9_POSITIONAL" | "QM9POS" => Ok(System::Qm9Positional),
             _ => Err(DatasetError::UnknownSystem(s.to_string())),
         }
     }

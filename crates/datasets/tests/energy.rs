@@ -99,10 +99,20 @@ fn wrong_length_gives_nan_not_panic() {
 fn system_names_round_trip() {
     for s in [System::Dw4, System::Lj13] {
         assert_eq!(s.name().parse::<System>().unwrap(), s);
-        assert_eq!(s.energy().n_particles(), s.n_particles());
-        assert_eq!(s.energy().n_dims(), s.n_dims());
+        let energy = s.energy().unwrap();
+        assert_eq!(energy.n_particles(), s.n_particles());
+        assert_eq!(energy.n_dims(), s.n_dims());
     }
     assert_eq!("dw4".parse::<System>().unwrap(), System::Dw4);
+    let q = System::Qm9Positional;
+    assert_eq!(q.name().parse::<System>().unwrap(), q);
+    assert_eq!("qm9_positional".parse::<System>().unwrap(), q);
+    assert_eq!((q.n_particles(), q.n_dims()), (19, 3));
+    assert!(
+        q.energy().is_none(),
+        "QM9 positional has no energy function"
+    );
+    assert!(datasets::default_config(q).is_err());
     assert!(matches!(
         "DW5".parse::<System>(),
         Err(datasets::DatasetError::UnknownSystem(_))

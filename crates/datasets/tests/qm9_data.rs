@@ -120,3 +120,46 @@ fn a_truncated_qm9_file_is_rebuilt_not_used() {
     assert_eq!(&rebuilt, reference);
     assert_eq!(&Qm9Dataset::read(&path).unwrap(), reference);
 }
+
+#[test]
+fn qm9_positional_particle_dataset_is_the_19_atom_subset() {
+    let qm9 = qm9();
+    let ds = datasets::qm9::positional_dataset(qm9).unwrap();
+    assert_eq!(ds.system, datasets::System::Qm9Positional.name());
+    assert_eq!((ds.n_particles, ds.n_dims, ds.len()), (19, 3, 18_146));
+    assert_eq!(
+        (
+            ds.splits.train.len(),
+            ds.splits.val.len(),
+            ds.splits.test.len()
+        ),
+        (13_832, 2_501, 1_813)
+    );
+    // Row k of the particle set is the k-th positional molecule, train then val then test.
+    let rows: Vec<usize> = qm9
+        .positional
+        .train
+        .iter()
+        .chain(&qm9.positional.val)
+        .chain(&qm9.positional.test)
+        .copied()
+        .collect();
+    for k in [0, 13_831, 13_832, 18_145] {
+        assert_eq!(
+            ds.sample(k).unwrap(),
+            qm9.molecule_positions(rows[k]).unwrap()
+        );
+    }
+    assert!(ds.energies.is_none());
+
+    // ensure_* writes it next to a QM9 file and reads it back; a truncated file is remade.
+    let dir = tempfile::tempdir().unwrap();
+    let qm9_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/qm9.h5");
+    let path = dir.path().join("qm9_positional.h5");
+    let made = datasets::qm9::ensure_qm9_positional(&path, &qm9_path, None).unwrap();
+    assert_eq!(made, ds);
+    assert_eq!(datasets::ParticleDataset::read(&path).unwrap(), ds);
+    std::fs::write(&path, b"half a file").unwrap();
+    let remade = datasets::qm9::ensure_qm9_positional(&path, &qm9_path, None).unwrap();
+    assert_eq!(remade, ds);
+}

@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
             let (nll, nfe) = train_step(
                 &model,
                 &mut opt,
+                &mut Default::default(),
                 &batch,
                 &config,
                 epoch as usize,

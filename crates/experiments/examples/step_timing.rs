@@ -39,7 +39,15 @@ fn main() -> anyhow::Result<()> {
     for (i, batch) in schedule.epoch(&dataset, 1)?.cycle().take(steps).enumerate() {
         let batch = TensorBatch::from_batch(&batch, tch::Kind::Float, tch::Device::Cpu);
         let start = Instant::now();
-        let (nll, nfe) = train_step(&model, &mut opt, &batch, &config, 1, i)?;
+        let (nll, nfe) = train_step(
+            &model,
+            &mut opt,
+            &mut Default::default(),
+            &batch,
+            &config,
+            1,
+            i,
+        )?;
         seconds.push(start.elapsed().as_secs_f64());
         nfes.push(nfe);
         println!("step {i}: NLL {nll:.3}, {nfe:.1} NFE, {:.3} s", seconds[i]);

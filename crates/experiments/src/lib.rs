@@ -1,8 +1,9 @@
 //! The paper's experiments: configurations, the E-NF model built from them, training with the
 //! paper's protocol, evaluation, checkpoints, results and tables. The `enf` binary is the command
-//! line over this library; `cargo xtask reproduce-table1` runs it.
+//! line over this library; `cargo xtask reproduce-table1` (and `-table2`, `-table3`) run it.
 
 pub mod checkpoint;
+pub mod clip;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod parallel;
 pub mod qm9;
 pub mod results;
 pub mod table1;
+pub mod table3;
 pub mod train;
 
 pub use config::{RunConfig, System};

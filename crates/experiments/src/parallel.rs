@@ -138,18 +138,22 @@ pub fn nll_no_grad(
     Ok((all, total))
 }
 
-/// Gradients of the batch's mean NLL with respect to `params` (`None` where a parameter does not
-/// reach the loss), by backpropagation through the solver or by the adjoint method, computed on
-/// `workers` shards and summed in shard order; plus the summed NLL (nats) and the shards' mean
-/// number of function evaluations per solve (forward, plus the backward solve's for the adjoint).
+/// Gradients of the batch's training loss, the mean NLL plus `ode_regularization` times the mean
+/// ODE regulariser ([`flow::Cnf::encode_regularised`]; a weight of 0 integrates no regulariser),
+/// with respect to `params` (`None` where a parameter does not reach the loss), by
+/// backpropagation through the solver or by the adjoint method, computed on `workers` shards
+/// and summed in shard order; plus the summed NLL (nats) and the shards' mean number of function
+/// evaluations per solve (forward, plus the backward solve's for the adjoint).
 ///
 /// Errors: [`ExperimentError::Flow`] with `context` when a shard's solve fails.
+#[allow(clippy::too_many_arguments)]
 pub fn nll_gradients(
     model: &EnfModel,
     params: &[Tensor],
     batch: &TensorBatch,
     probes: &Probes,
     method: GradientMethod,
+    ode_regularization: f64,
     workers: usize,
     context: &str,
 ) -> Result<(f64, Vec<Option<Tensor>>, f64), ExperimentError> {
@@ -163,6 +167,34 @@ pub fn nll_gradients(
     let results = map_shards(batch, probes, workers, context, |part, probes| {
         let (model, params) = (shared.get(), shared_params.get());
         match method {
+            GradientMethod::Backprop if ode_regularization != 0.0 => {
+                let enc = model
+                    .flow
+                    .encode_regularised(
+                        &part.positions,
+                        &part.masks,
+                        probes,
+                        GradientMode::Backprop,
+                    )
+                    .map_err(flow_error)?;
+                let logp = model
+                    .flow
+                    .log_prior(&enc, &part.masks)
+                    .map_err(flow_error)?
+                    + &enc.log_det;
+                let nll_sum = -logp.sum(logp.kind());
+                let reg_sum = enc
+                    .regulariser
+                    .as_ref()
+                    .map_or_else(|| nll_sum.zeros_like(), |r| r.sum(r.kind()));
+                let loss = (&nll_sum + reg_sum * ode_regularization) / n;
+                let grads = Tensor::f_run_backward(&[loss], params, false, false)
+                    .map_err(|e| flow_error(FlowError::Torch(e)))?
+                    .into_iter()
+                    .map(|g| g.defined().then_some(g))
+                    .collect::<Vec<_>>();
+                Ok((nll_sum.double_value(&[]), grads, enc.stats.nfe))
+            }
             GradientMethod::Backprop => {
                 let (logp, stats) = model
                     .flow
@@ -181,6 +213,22 @@ pub fn nll_gradients(
                     .map(|g| g.defined().then_some(g))
                     .collect::<Vec<_>>();
                 Ok((nll_sum.double_value(&[]), grads, stats.nfe))
+            }
+            GradientMethod::Adjoint if ode_regularization != 0.0 => {
+                let out = model
+                    .flow
+                    .log_likelihood_adjoint_regularised(
+                        &part.positions,
+                        &part.masks,
+                        probes,
+                        params,
+                        |ll, reg| {
+                            (reg.sum(reg.kind()) * ode_regularization - ll.sum(ll.kind())) / n
+                        },
+                    )
+                    .map_err(flow_error)?;
+                let nll_sum = -out.log_likelihood.sum(Kind::Double).double_value(&[]);
+                Ok((nll_sum, out.param_grads, out.forward.nfe + out.backward.nfe))
             }
             GradientMethod::Adjoint => {
                 let out = model

@@ -9,11 +9,13 @@ use datasets::ensure_dataset;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The training-set sizes of the paper's sweep for `system` (FACTS.md section 3).
-pub fn paper_sizes(system: System) -> [usize; 4] {
+/// The training-set sizes of the paper's sweep for `system` (FACTS.md section 3); none for QM9
+/// positional, which is not a Table 1 system ([`crate::table3`]).
+pub fn paper_sizes(system: System) -> &'static [usize] {
     match system {
-        System::Dw4 => [100, 1_000, 10_000, 100_000],
-        System::Lj13 => [10, 100, 1_000, 10_000],
+        System::Dw4 => &[100, 1_000, 10_000, 100_000],
+        System::Lj13 => &[10, 100, 1_000, 10_000],
+        System::Qm9Positional => &[],
     }
 }
 
@@ -52,6 +54,7 @@ pub fn paper_nll(method: FlowMethod, system: System, n_train: usize) -> Option<f
     let offset = match system {
         System::Dw4 => 0,
         System::Lj13 => 4,
+        System::Qm9Positional => return None,
     };
     PAPER
         .iter()
@@ -85,11 +88,13 @@ impl Profile {
 /// 30 of the paper's 300 epochs; LJ13: 1,000 samples for 5 of 300 epochs (an LJ13 step costs
 /// 0.2-3 s for batch 100). Batch size and evaluation interval stay the paper's (100, every 5
 /// epochs; the last epoch is always validated), so a DW4 run selects among six validated epochs
-/// and an LJ13 run validates once.
+/// and an LJ13 run validates once. (QM9 positional, not a Table 1 system, is never planned here:
+/// [`plan`] refuses it; its entry is Table 3's whole training split for one epoch.)
 pub fn reduced_protocol(system: System) -> (usize, usize) {
     match system {
         System::Dw4 => (1_000, 30),
         System::Lj13 => (1_000, 5),
+        System::Qm9Positional => (datasets::qm9::QM9_POSITIONAL_TRAIN, 1),
     }
 }
 
@@ -186,8 +191,15 @@ pub struct PlannedRun {
 /// The runs of `options`, in table order (system, method as in the paper, size, seed); every
 /// run, not only the shard's.
 ///
-/// Errors: [`ExperimentError::Config`] for a size outside the paper's sweep.
+/// Errors: [`ExperimentError::Config`] for a size outside the paper's sweep or a system that is
+/// not in Table 1 (QM9 positional: `reproduce-table3`).
 pub fn plan(options: &Table1Options) -> Result<Vec<PlannedRun>, ExperimentError> {
+    if let Some(other) = options.systems.iter().find(|s| paper_sizes(**s).is_empty()) {
+        return Err(ExperimentError::Config {
+            key: "systems".into(),
+            message: format!("{other} is not a Table 1 system (see reproduce-table3)"),
+        });
+    }
     let mut runs = Vec::new();
     let seeds = options
         .seeds
@@ -438,7 +450,10 @@ pub fn reproduce(options: &Table1Options) -> Result<Table, ExperimentError> {
 ///
 /// Errors: [`ExperimentError::Config`] for a finished run of another configuration, which is
 /// never overwritten; I/O and parse errors of the result file.
-fn finished(run: &PlannedRun, result_path: &Path) -> Result<Option<RunResult>, ExperimentError> {
+pub(crate) fn finished(
+    run: &PlannedRun,
+    result_path: &Path,
+) -> Result<Option<RunResult>, ExperimentError> {
     if !result_path.exists() {
         return Ok(None);
     }

@@ -15,6 +15,7 @@
 //! another model) is reported and the run restarts from epoch 1.
 
 use crate::checkpoint;
+use crate::clip::GradientClipper;
 use crate::config::{RunConfig, TrainingConfig};
 use crate::data::TensorBatch;
 use crate::error::ExperimentError;
@@ -60,6 +61,28 @@ pub fn training_schedule(
     Ok(MiniBatches::new(train_idx, t.batch_size, t.seed)?)
 }
 
+/// The samples of split `name` a run evaluates: the first `first` of them, or all (`None`).
+///
+/// Errors: [`ExperimentError::Data`] when the split has fewer than `first` samples.
+pub fn evaluation_batch(
+    dataset: &ParticleDataset,
+    name: SplitName,
+    first: Option<usize>,
+    device: tch::Device,
+) -> Result<TensorBatch, ExperimentError> {
+    let indices = dataset.splits.get(name);
+    let n = first.unwrap_or(indices.len());
+    let chosen = indices
+        .get(..n)
+        .ok_or_else(|| datasets::DatasetError::TooFewSamples {
+            what: format!("{} samples", name.as_str()),
+            needed: n,
+            available: indices.len(),
+        })?;
+    let batch = datasets::Batch::gather(dataset, chosen)?;
+    Ok(TensorBatch::from_batch(&batch, Kind::Float, device))
+}
+
 /// The paper's optimiser for `model`: AdamW with the learning rate, weight decay and AMSGrad
 /// setting of `training`.
 pub fn optimiser(model: &EnfModel, training: &TrainingConfig) -> AdamW {
@@ -82,16 +105,20 @@ fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng 
     rand::rngs::StdRng::seed_from_u64(key)
 }
 
-/// One optimiser step on a batch (every sample randomly rotated first for GNF-att-aug): NLL with the training trace estimator (probes drawn once for
-/// the batch), gradients by `training.gradients` (backpropagation through the solver or the
-/// adjoint method) on `training.workers` shards, AdamW. Returns the batch's mean NLL and the mean
-/// NFE of the shards' solves (the forward solve's, plus the backward solve's with the adjoint).
+/// One optimiser step on a batch (every sample randomly rotated first for GNF-att-aug): NLL with
+/// the training trace estimator (probes drawn once for the batch) plus the weighted ODE
+/// regulariser when `training.ode_regularization > 0`, gradients by `training.gradients`
+/// (backpropagation through the solver or the adjoint method) on `training.workers` shards,
+/// clipped by `clipper` when `training.clip_grad` (otherwise `clipper` is untouched), AdamW.
+/// Returns the batch's mean NLL and the mean NFE of the shards' solves (the forward solve's,
+/// plus the backward solve's with the adjoint).
 ///
 /// Errors: [`ExperimentError::Flow`] if a solve fails, [`ExperimentError::NonFiniteLoss`],
 /// [`ExperimentError::NonFiniteGradient`] (then the parameters are left as they were).
 pub fn train_step(
     model: &EnfModel,
     opt: &mut AdamW,
+    clipper: &mut GradientClipper,
     batch: &TensorBatch,
     config: &RunConfig,
     epoch: usize,
@@ -110,12 +137,13 @@ pub fn train_step(
         .train_trace
         .probes(&x.size(), &batch.masks.node, x.kind(), x.device());
     let context = format!("training epoch {epoch}, step {step}");
-    let (nll_sum, grads, nfe) = parallel::nll_gradients(
+    let (nll_sum, mut grads, nfe) = parallel::nll_gradients(
         model,
         opt.parameters(),
         batch,
         &probes,
         t.gradients,
+        t.ode_regularization,
         t.workers,
         &context,
     )?;
@@ -129,6 +157,9 @@ pub fn train_step(
             step,
             parameter,
         });
+    }
+    if t.clip_grad {
+        clipper.clip(&mut grads);
     }
     opt.step(&grads)?;
     Ok((value, nfe))
@@ -152,6 +183,8 @@ struct Progress {
     metrics: Vec<EpochMetrics>,
     /// Wall time spent so far, seconds.
     elapsed: f64,
+    /// The gradient clipper's record of norms (empty without clipping).
+    clipper_norms: Vec<f64>,
 }
 
 /// Why an unfinished run cannot be resumed.
@@ -241,11 +274,17 @@ fn read_progress(
             save_best(model, best_epoch, &eval, &path).map_err(Inconsistent)?;
         }
     }
+    let clipper_norms = match contents.metadata.get("clipper_norms") {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| Unreadable(bad(&last, format!("clipper_norms in the metadata: {e}"))))?,
+        None => Vec::new(),
+    };
     Ok(Some(Progress {
         epoch,
         best,
         metrics,
         elapsed,
+        clipper_norms,
     }))
 }
 
@@ -329,10 +368,16 @@ pub fn train(
     };
 
     let schedule = training_schedule(config, dataset)?;
-    let val = TensorBatch::from_batch(&dataset.split_batch(SplitName::Val)?, Kind::Float, device);
-    let test = TensorBatch::from_batch(&dataset.split_batch(SplitName::Test)?, Kind::Float, device);
+    let val = evaluation_batch(dataset, SplitName::Val, config.data.n_val, device)?;
+    let test = evaluation_batch(dataset, SplitName::Test, config.data.n_test, device)?;
     let steps_per_epoch = schedule.n_batches();
 
+    let mut clipper = GradientClipper::from_norms(
+        progress
+            .as_ref()
+            .map(|p| p.clipper_norms.clone())
+            .unwrap_or_default(),
+    );
     let (first_epoch, mut best, earlier) = match progress {
         Some(p) => {
             tracing::info!(
@@ -386,7 +431,8 @@ pub fn train(
         for (step, batch) in schedule.epoch(dataset, epoch as u64)?.enumerate() {
             let step_start = Instant::now();
             let batch = TensorBatch::from_batch(&batch, Kind::Float, device);
-            let (nll, nfe) = train_step(&model, &mut opt, &batch, config, epoch, step)?;
+            let (nll, nfe) =
+                train_step(&model, &mut opt, &mut clipper, &batch, config, epoch, step)?;
             let seconds = step_start.elapsed().as_secs_f64();
             step_seconds.push(seconds);
             epoch_train_seconds += seconds;
@@ -448,6 +494,10 @@ pub fn train(
             (
                 "elapsed_seconds".to_string(),
                 (earlier_seconds + start.elapsed().as_secs_f64()).to_string(),
+            ),
+            (
+                "clipper_norms".to_string(),
+                serde_json::to_string(&clipper.norms()).unwrap_or_default(),
             ),
         ]);
         checkpoint::save_with(

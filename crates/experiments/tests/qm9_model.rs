@@ -191,3 +191,94 @@ fn training_steps_lower_the_nll_of_a_small_model() {
     eprintln!("NLL first 5 steps {first:.2}, last 5 {last:.2}: {nll:?}");
     assert!(last < first - 2.0, "NLL {first} -> {last}");
 }
+
+#[test]
+fn adjoint_training_gradients_equal_backprop_gradients() {
+    use experiments::qm9::train::adjoint_gradients;
+    use flow::{Noise, TraceEstimator};
+    let _guard = geometry::testing::seeded(23);
+    let model = model();
+    let ms: Vec<Molecule> = [3, 5, 4].into_iter().map(molecule).collect();
+    let (b, noise) = batch(&ms.iter().collect::<Vec<_>>());
+    let v = tch::no_grad(|| {
+        model
+            .dequantizer
+            .forward_with_noise(&b.x, &b.one_hot, &b.charges, &b.masks, &noise)
+    })
+    .unwrap()
+    .v;
+    model
+        .actnorm
+        .as_ref()
+        .unwrap()
+        .initialize(&b.x, &v, &b.masks.node)
+        .unwrap();
+    let eps = match TraceEstimator::Hutchinson(Noise::Gaussian).probes(
+        &[3, 5, 9],
+        &b.masks.node,
+        Kind::Double,
+        Device::Cpu,
+    ) {
+        Probes::Hutchinson(eps) => eps,
+        Probes::Exact => unreachable!(),
+    };
+    let mut named: Vec<(String, Tensor)> = model
+        .vs
+        .variables()
+        .into_iter()
+        .filter(|(_, v)| v.requires_grad())
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    let params: Vec<Tensor> = named.iter().map(|(_, v)| v.shallow_clone()).collect();
+    let lambda = 0.05;
+
+    // Backpropagation through the solver.
+    let terms = model
+        .training_terms(&b, &noise, Probes::Hutchinson(eps.shallow_clone()))
+        .unwrap();
+    let nll = -terms.log_p.mean(Kind::Double);
+    let loss = &nll + terms.regulariser.as_ref().unwrap().mean(Kind::Double) * lambda;
+    let backprop = Tensor::run_backward(&[&loss], &params, false, false);
+
+    // The adjoint, through the dequantizer and ActNorm by the flow's input gradients.
+    let adjoint = adjoint_gradients(
+        &model,
+        &b,
+        &noise,
+        Probes::Hutchinson(eps.shallow_clone()),
+        &params,
+        lambda,
+    )
+    .unwrap();
+    let nll_b = nll.double_value(&[]);
+    assert!(
+        (adjoint.nll - nll_b).abs() < 1e-7 * nll_b.abs(),
+        "{} vs {nll_b}",
+        adjoint.nll
+    );
+    assert!(adjoint.regulariser > 0.0);
+    let (mut compared, mut dequantizer) = (0, 0);
+    for (((name, _), g_b), g_a) in named
+        .iter()
+        .zip(&backprop)
+        .zip(&adjoint.grads)
+        .filter(|((_, g), _)| g.defined())
+    {
+        let g_a = g_a
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: no adjoint gradient"));
+        let scale = g_b.abs().max().double_value(&[]);
+        let err = (g_a - g_b).abs().max().double_value(&[]);
+        // Both approximate the exact gradient to about the solver tolerance (1e-9).
+        assert!(
+            err <= 1e-5 * scale.max(1e-8),
+            "{name}: {err} against {scale}"
+        );
+        compared += 1;
+        dequantizer += usize::from(name.starts_with("dequantizer"));
+    }
+    assert!(
+        compared > 20 && dequantizer > 5,
+        "{compared} compared, {dequantizer} of the dequantizer"
+    );
+}

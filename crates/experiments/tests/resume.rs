@@ -19,7 +19,8 @@ fn small_dw4(dir: &Path) -> (ParticleDataset, PathBuf) {
     (ds, path)
 }
 
-/// Four epochs of ten steps with a small E-NF, validating every epoch.
+/// Four epochs of ten steps with a small E-NF, validating every epoch, with Table 3's ODE
+/// regulariser and adaptive gradient clipping (whose record of norms a resumed run restores).
 fn config(data: &Path) -> RunConfig {
     let mut c = RunConfig::paper_cell(System::Dw4, 100, 0).unwrap();
     c.data.path = Some(data.to_path_buf());
@@ -30,7 +31,17 @@ fn config(data: &Path) -> RunConfig {
     c.training.eval_every = 1;
     c.training.batch_size = 20;
     c.training.eval_batch_size = 100;
+    c.training.ode_regularization = 1e-3;
+    c.training.clip_grad = true;
     c
+}
+
+/// The gradient clipper's record in a run's last checkpoint.
+fn clipper_norms(run_dir: &Path) -> Vec<f64> {
+    let meta = checkpoint::read(&run_dir.join(files::LAST))
+        .unwrap()
+        .metadata;
+    serde_json::from_str(&meta["clipper_norms"]).unwrap()
 }
 
 /// The epoch of the run's last checkpoint, if one can be read.
@@ -112,6 +123,13 @@ fn a_run_killed_mid_epoch_resumes_and_ends_as_the_uninterrupted_run() {
     let resumed = train(&config, &ds, &run_dir, false).unwrap();
     assert_same_result(&whole, &resumed);
     assert_eq!(metrics_epochs(&run_dir), vec![1, 2, 3, 4]);
+    // The clipper's record went through the restart: the initial 3000 and one norm per step.
+    let norms = clipper_norms(&run_dir);
+    assert_eq!(norms.len(), 41);
+    let whole_norms = clipper_norms(&dir.path().join("whole"));
+    for (a, b) in norms.iter().zip(&whole_norms) {
+        assert!((a - b).abs() <= 1e-9 * b.abs(), "{a} vs {b}");
+    }
     assert_eq!(
         RunResult::read(&run_dir.join(files::RESULT)).unwrap(),
         resumed

@@ -150,7 +150,7 @@ fn f64_batch(ds: &ParticleDataset, n: usize) -> (experiments::data::TensorBatch,
 fn adjoint_training_gradients_equal_backprop_gradients() {
     use experiments::parallel::nll_gradients;
     use ode::OdeSolver;
-    use tch::Kind;
+    use tch::{Kind, Tensor};
     let _rng = geometry::testing::seeded(3);
     let ds = small_dw4();
     let config = small_config(1);
@@ -161,30 +161,68 @@ fn adjoint_training_gradients_equal_backprop_gradients() {
     model.vs.set_kind(Kind::Double);
     let (batch, probes) = f64_batch(&ds, 20);
     let params = model.vs.trainable_variables();
-    let run = |method| nll_gradients(&model, &params, &batch, &probes, method, 2, "test").unwrap();
-    let (nll_b, g_b, nfe_b) = run(GradientMethod::Backprop);
-    let (nll_a, g_a, nfe_a) = run(GradientMethod::Adjoint);
+    let run = |method, lambda| {
+        nll_gradients(&model, &params, &batch, &probes, method, lambda, 2, "test").unwrap()
+    };
+    let compare = |g_a: &[Option<Tensor>], g_b: &[Option<Tensor>]| {
+        let mut compared = 0;
+        for (a, b) in g_a.iter().zip(g_b) {
+            match (a, b) {
+                (Some(a), Some(b)) => {
+                    let scale = b.abs().max().double_value(&[]);
+                    let err = (a - b).abs().max().double_value(&[]);
+                    assert!(err <= 1e-5 * scale.max(1e-8), "{err} against {scale}");
+                    compared += 1;
+                }
+                // A parameter the velocity does not use: zero by the adjoint, undefined by
+                // backprop.
+                (Some(a), None) => assert_eq!(a.abs().max().double_value(&[]), 0.0),
+                _ => panic!("the adjoint left out a trainable parameter"),
+            }
+        }
+        assert!(compared > 10, "{compared} parameters compared");
+    };
+    let (nll_b, g_b, nfe_b) = run(GradientMethod::Backprop, 0.0);
+    let (nll_a, g_a, nfe_a) = run(GradientMethod::Adjoint, 0.0);
     assert!(
         (nll_a - nll_b).abs() < 1e-7 * nll_b.abs(),
         "{nll_a} vs {nll_b}"
     );
-    let mut compared = 0;
-    for (a, b) in g_a.iter().zip(&g_b) {
-        match (a, b) {
-            (Some(a), Some(b)) => {
-                let scale = b.abs().max().double_value(&[]);
-                let err = (a - b).abs().max().double_value(&[]);
-                assert!(err <= 1e-5 * scale.max(1e-8), "{err} against {scale}");
-                compared += 1;
-            }
-            // A parameter the velocity does not use: zero by the adjoint, undefined by backprop.
-            (Some(a), None) => assert_eq!(a.abs().max().double_value(&[]), 0.0),
-            _ => panic!("the adjoint left out a trainable parameter"),
-        }
-    }
-    assert!(compared > 10, "{compared} parameters compared");
+    compare(&g_a, &g_b);
     // The adjoint pays a backward solve on top of the forward one.
     assert!(nfe_a > nfe_b, "adjoint {nfe_a} NFE, backprop {nfe_b}");
+
+    // With the ODE regulariser (Table 3's training loss) the two methods agree as well, the NLL
+    // is unchanged, and the regulariser enters the gradient linearly in its weight:
+    // g(2 lambda) - g(0) = 2 (g(lambda) - g(0)), with g(lambda) != g(0).
+    let lambda = 0.05;
+    let (nll_rb, g_rb, _) = run(GradientMethod::Backprop, lambda);
+    let (nll_ra, g_ra, _) = run(GradientMethod::Adjoint, lambda);
+    assert!(
+        (nll_rb - nll_b).abs() < 1e-9 * nll_b.abs(),
+        "{nll_rb} vs {nll_b}"
+    );
+    assert!(
+        (nll_ra - nll_b).abs() < 1e-7 * nll_b.abs(),
+        "{nll_ra} vs {nll_b}"
+    );
+    compare(&g_ra, &g_rb);
+    let (_, g_2rb, _) = run(GradientMethod::Backprop, 2.0 * lambda);
+    let mut largest_change = 0f64;
+    for ((g0, g1), g2) in g_b.iter().zip(&g_rb).zip(&g_2rb) {
+        if let (Some(g0), Some(g1), Some(g2)) = (g0, g1, g2) {
+            let d1 = g1 - g0;
+            let d2 = g2 - g0;
+            let err = (&d2 - &d1 * 2.0).abs().max().double_value(&[]);
+            let scale = d2.abs().max().double_value(&[]);
+            assert!(err <= 1e-6 * scale.max(1e-12), "{err} against {scale}");
+            largest_change = largest_change.max(scale);
+        }
+    }
+    assert!(
+        largest_change > 1e-6,
+        "the regulariser left the gradients unchanged"
+    );
 }
 
 #[test]
@@ -208,14 +246,24 @@ fn sharded_gradients_equal_whole_batch_gradients() {
     let (batch, probes) = f64_batch(&ds, 30);
     let params = model.vs.trainable_variables();
     let backprop = GradientMethod::Backprop;
-    let (nll1, g1, _) =
-        nll_gradients(&model, &params, &batch, &probes, backprop, 1, "one worker").unwrap();
+    let (nll1, g1, _) = nll_gradients(
+        &model,
+        &params,
+        &batch,
+        &probes,
+        backprop,
+        0.0,
+        1,
+        "one worker",
+    )
+    .unwrap();
     let (nll3, g3, _) = nll_gradients(
         &model,
         &params,
         &batch,
         &probes,
         backprop,
+        0.0,
         3,
         "three workers",
     )

@@ -44,10 +44,16 @@ pub struct AdjointLikelihood {
     pub loss: Tensor,
     /// `log p(x)` in nats, `[batch]`.
     pub log_likelihood: Tensor,
+    /// The ODE regulariser `[batch]` of [`Cnf::log_likelihood_adjoint_regularised`]; `None`
+    /// otherwise.
+    pub regulariser: Option<Tensor>,
     /// `dL/dtheta` for each parameter passed in, `None` for frozen ones.
     pub param_grads: Vec<Option<Tensor>>,
     /// `dL/dx`, `[batch, nodes, dims]` (through the centring of `x`).
     pub grad_x: Tensor,
+    /// `dL/dh`, `[batch, nodes, nf]`, for a flow over features
+    /// ([`Cnf::log_likelihood_features_adjoint`]); `None` otherwise.
+    pub grad_h: Option<Tensor>,
     /// Statistics of the forward solve.
     pub forward: SolveStats,
     /// Statistics of the backward (adjoint) solve.
@@ -274,6 +280,23 @@ impl<D: Dynamics> Cnf<D> {
         self.encode_state(x, None, masks, probes, mode, false)
     }
 
+    /// [`Cnf::encode_with_probes`] that also integrates the ODE regulariser (Finlay et al. 2020):
+    /// per graph, the integral over t of `||v||^2 + ||eps^T dv/dx||^2`, in
+    /// [`Encoded::regulariser`] `[batch]`. The Frobenius term needs Hutchinson probes; with the
+    /// exact trace or a closed-form divergence (kernel and simple dynamics) only `||v||^2` is
+    /// integrated.
+    ///
+    /// Errors: as [`Cnf::encode_with_probes`].
+    pub fn encode_regularised(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        mode: GradientMode,
+    ) -> Result<Encoded, FlowError> {
+        self.encode_state(x, None, masks, probes, mode, true)
+    }
+
     /// Encodes positions `x [batch, nodes, dims]` (centred here over the real nodes) and node
     /// features `h [batch, nodes, nf]` (zero at padded nodes) together: the flow of a model over
     /// both (QM9), whose dynamics return a feature velocity. Probes, when Hutchinson, have the
@@ -386,25 +409,97 @@ impl<D: Dynamics> Cnf<D> {
         params: &[Tensor],
         loss: impl FnOnce(&Tensor) -> Tensor,
     ) -> Result<AdjointLikelihood, FlowError> {
-        let (forward_rhs, y0) = self.density_problem(&x.detach(), None, masks, probes, false)?;
+        self.adjoint_solve(x, None, masks, probes, params, false, |ll, _| loss(ll))
+    }
+
+    /// [`Cnf::log_likelihood_adjoint`] of a loss that also depends on the ODE regulariser
+    /// ([`Cnf::encode_regularised`]): the regulariser is integrated as a third state component
+    /// in the forward solve and its cotangent carried by the adjoint, so the parameter gradients
+    /// are those of `loss(log p [batch], regulariser [batch])` at flat memory (the E-NF's
+    /// QM9-positional training at batch 128). The regulariser is returned in
+    /// [`AdjointLikelihood::regulariser`].
+    ///
+    /// Errors: as [`Cnf::log_likelihood_adjoint`].
+    pub fn log_likelihood_adjoint_regularised(
+        &self,
+        x: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        params: &[Tensor],
+        loss: impl FnOnce(&Tensor, &Tensor) -> Tensor,
+    ) -> Result<AdjointLikelihood, FlowError> {
+        self.adjoint_solve(x, None, masks, probes, params, true, |ll, reg| match reg {
+            Some(reg) => loss(ll, reg),
+            None => loss(ll, &ll.zeros_like()),
+        })
+    }
+
+    /// The adjoint method for a flow over positions `x [batch, nodes, dims]` and features
+    /// `h [batch, nodes, nf]` together (QM9; probes as [`Cnf::encode_features`]): `log p(x, h) =
+    /// log p_Z(z_x) + log N(z_h; 0, I) + log |det|` `[batch]` and, with `regularise`, the ODE
+    /// regulariser `[batch]` are handed to `loss` (the regulariser as `None` otherwise); returns
+    /// the dynamics' parameter gradients and `dL/dx` (through the centring) and `dL/dh` in
+    /// [`AdjointLikelihood::grad_h`], so that the caller can carry the gradient on into
+    /// whatever produced `x` and `h` (the dequantizer and ActNorm of the QM9 E-NF). Memory is
+    /// flat in the number of solver steps.
+    ///
+    /// Errors: as [`Cnf::encode_features`] and [`Cnf::log_likelihood_adjoint`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn log_likelihood_features_adjoint(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        masks: &Masks,
+        probes: Probes,
+        params: &[Tensor],
+        regularise: bool,
+        loss: impl FnOnce(&Tensor, Option<&Tensor>) -> Tensor,
+    ) -> Result<AdjointLikelihood, FlowError> {
+        self.adjoint_solve(x, Some(h), masks, probes, params, regularise, loss)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn adjoint_solve(
+        &self,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        masks: &Masks,
+        probes: Probes,
+        params: &[Tensor],
+        regularise: bool,
+        loss: impl FnOnce(&Tensor, Option<&Tensor>) -> Tensor,
+    ) -> Result<AdjointLikelihood, FlowError> {
+        let h = h.map(Tensor::detach);
+        let (mut forward_rhs, mut y0) =
+            self.density_problem(&x.detach(), h.as_ref(), masks, probes, false)?;
+        if regularise {
+            forward_rhs.regularise = true;
+            y0.push(y0[1].zeros_like());
+        }
         let (y1, forward) = tch::no_grad(|| self.solver.solve(&forward_rhs, 0.0, 1.0, &y0))?;
 
-        // dL/dz and dL/d(log det) from the loss of log p_Z(z) + log det.
-        let (z, log_det) = (
-            y1[0].detach().set_requires_grad(true),
-            y1[1].detach().set_requires_grad(true),
-        );
+        // dL/dz, dL/d(log det) (and dL/d(regulariser)) from the loss of log p_Z(z) + log det.
+        let outputs: Vec<Tensor> = y1
+            .iter()
+            .map(|v| v.detach().set_requires_grad(true))
+            .collect();
+        let layout = forward_rhs.layout;
         let (loss_value, log_likelihood, cotangents) = tch::with_grad(|| {
-            let ll = self.prior.log_prob(&z, &masks.node)? + &log_det;
-            let l = loss(&ll);
-            let grads = Tensor::f_run_backward(&[&l], &[&z, &log_det], false, false)?;
+            let (z, z_h) = layout.split(&outputs[0]);
+            let mut ll = self.prior.log_prob(&z, &masks.node)? + &outputs[1];
+            if let Some(z_h) = &z_h {
+                ll += StandardGaussian.log_prob(z_h, &masks.node)?;
+            }
+            let l = loss(&ll, outputs.get(2));
+            let grads = Tensor::f_run_backward(&[&l], &outputs, false, false)?;
             let grads: Vec<Tensor> = grads
                 .into_iter()
-                .zip([&z, &log_det])
+                .zip(&outputs)
                 .map(|(g, v)| if g.defined() { g } else { v.zeros_like() })
                 .collect();
             Ok::<_, FlowError>((l.detach(), ll.detach(), grads))
         })?;
+        let regulariser = regularise.then(|| y1[2].detach());
 
         let backward_rhs = DensityRhs {
             create_graph: true,
@@ -421,10 +516,13 @@ impl<D: Dynamics> Cnf<D> {
         )?;
         // x0 = centre(x) is a linear projection; its adjoint is the same projection.
         let node_mask = (!masks.all_real).then_some(&masks.node);
-        let grad_x = geometry::centre(&grads.y0[0], node_mask)?;
+        let (grad_x0, grad_h) = layout.split(&grads.y0[0]);
+        let grad_x = geometry::centre(&grad_x0, node_mask)?;
         Ok(AdjointLikelihood {
             loss: loss_value,
             log_likelihood,
+            regulariser,
+            grad_h,
             param_grads: grads.params,
             grad_x,
             forward,

@@ -23,6 +23,36 @@ pub fn pair_distance_histogram(
     (lo, hi): (f64, f64),
     n_bins: usize,
 ) -> Result<Histogram> {
+    for (k, m) in molecules.iter().enumerate() {
+        if m.positions.len() != 3 * m.n_atoms() {
+            return Err(DatasetError::InvalidValue {
+                path: crate::IN_MEMORY.into(),
+                object: format!("molecule {k}"),
+                value: format!("{} positions for {} atoms", m.positions.len(), m.n_atoms()),
+                reason: "expected 3 per atom".into(),
+            });
+        }
+    }
+    distance_histogram(
+        molecules.iter().map(|m| m.positions.as_slice()),
+        (lo, hi),
+        n_bins,
+    )
+}
+
+/// Histogram of all interatomic distances (each unordered pair once) of molecules given by their
+/// positions alone (`[atoms, 3]` row-major, Angstrom; e.g. QM9-positional samples, which have no
+/// atom types) over `[lo, hi)` in `n_bins` bins; distances outside the range are clamped into the
+/// end bins.
+///
+/// # Errors
+/// As [`pair_distance_histogram`]: [`DatasetError::InvalidConfig`] for a bad range or zero bins,
+/// [`DatasetError::InvalidValue`] for non-finite positions or a length not a multiple of 3.
+pub fn distance_histogram<'a>(
+    molecules: impl IntoIterator<Item = &'a [f32]>,
+    (lo, hi): (f64, f64),
+    n_bins: usize,
+) -> Result<Histogram> {
     if n_bins == 0 || !(lo.is_finite() && hi.is_finite() && lo < hi) {
         return Err(DatasetError::InvalidConfig(format!(
             "distance histogram needs n_bins >= 1 and finite lo < hi, got {n_bins} bins on \
@@ -30,13 +60,12 @@ pub fn pair_distance_histogram(
         )));
     }
     let mut d = Vec::new();
-    for (k, m) in molecules.iter().enumerate() {
-        let x = &m.positions;
-        if x.len() != 3 * m.n_atoms() {
+    for (k, x) in molecules.into_iter().enumerate() {
+        if x.len() % 3 != 0 {
             return Err(DatasetError::InvalidValue {
                 path: crate::IN_MEMORY.into(),
                 object: format!("molecule {k}"),
-                value: format!("{} positions for {} atoms", x.len(), m.n_atoms()),
+                value: format!("{} coordinates", x.len()),
                 reason: "expected 3 per atom".into(),
             });
         }
@@ -48,7 +77,7 @@ pub fn pair_distance_histogram(
                 reason: "distances need finite positions".into(),
             });
         }
-        let n = m.n_atoms();
+        let n = x.len() / 3;
         for i in 0..n {
             for j in i + 1..n {
                 let r2: f64 = (0..3)

@@ -5,13 +5,14 @@
 //! [`ensure_qm9`] makes `data/qm9.h5` with no manual step: it fetches the `qm9pack==1.0.3` wheel
 //! ([`source`]), checks its SHA-256, parses its CSV files, sorts the molecules by index, pads them
 //! to [`MAX_ATOMS`] atoms, attaches the standard split ([`split`]) and the 19-atom positional
-//! subset, and writes the file atomically (layout in `docs/data-format.md`). A file that is
+//! subset ([`positional`]: Table 3's data as a particle data set), and writes the file atomically (layout in `docs/data-format.md`). A file that is
 //! unreadable, truncated or from another source is rebuilt, never used.
 //!
 //! Arrays are row-major `Vec`s: `atomic_numbers` uint8 `[N, 29]`, `positions` float32
 //! `[N, 29, 3]` in Angstrom (not centred), padded entries exactly 0.
 
 pub mod divergence;
+pub mod positional;
 pub mod source;
 pub mod split;
 pub mod stability;
@@ -24,12 +25,15 @@ use std::path::Path;
 use crate::error::{DatasetError, Result};
 use crate::splits::Splits;
 
-pub use divergence::{js_divergence, pair_distance_histogram, relative_distance_js};
+pub use divergence::{
+    distance_histogram, js_divergence, pair_distance_histogram, relative_distance_js,
+};
 pub use file::QM9_FORMAT_VERSION;
+pub use positional::{ensure_qm9_positional, positional_dataset};
 pub use source::{ensure_wheel, RawMolecule, QM9PACK_SHA256};
 pub use split::{
-    legacy_permutation, standard_split, QM9_MOLECULES, QM9_POSITIONAL_ATOMS, QM9_TEST, QM9_TRAIN,
-    QM9_VAL,
+    legacy_permutation, standard_split, QM9_MOLECULES, QM9_POSITIONAL_ATOMS, QM9_POSITIONAL_TEST,
+    QM9_POSITIONAL_TRAIN, QM9_POSITIONAL_VAL, QM9_TEST, QM9_TRAIN, QM9_VAL,
 };
 pub use stability::{bond_order, molecule_stability, MoleculeStability, StabilitySummary};
 pub use xyz::{parse_xyz, to_xyz, write_xyz, Molecule};

@@ -20,6 +20,12 @@ pub const QM9_TEST: usize = 13_083;
 pub const QM9_SPLIT_SEED: u32 = 0;
 /// Atom count of the molecules of QM9 positional (Table 3).
 pub const QM9_POSITIONAL_ATOMS: usize = 19;
+/// Training molecules of QM9 positional (FACTS.md 2).
+pub const QM9_POSITIONAL_TRAIN: usize = 13_832;
+/// Validation molecules of QM9 positional.
+pub const QM9_POSITIONAL_VAL: usize = 2_501;
+/// Test molecules of QM9 positional.
+pub const QM9_POSITIONAL_TEST: usize = 1_813;
 
 /// numpy's legacy `np.random.RandomState(seed).permutation(n)`: MT19937 seeded by
 /// `init_genrand(seed)`, then a Fisher-Yates shuffle of `0..n` from the end: for `i` from `n - 1`
