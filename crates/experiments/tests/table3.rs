@@ -45,6 +45,9 @@ fn table3_trains_samples_and_reuses_finished_runs() {
             "{reduction}"
         );
     }
+    // The data row: 20 test molecules against the training molecules, a small positive floor.
+    let floor = table.data_js.unwrap();
+    assert!(floor > 0.0 && floor < 0.2, "{floor}");
     let md = table.markdown();
     assert!(
         md.contains("| E-NF |") && md.contains("-70.2") && md.contains("0.029"),

@@ -33,10 +33,10 @@ pub struct Qm9RunConfig {
     pub model: Qm9ModelConfig,
     /// The optimisation.
     pub train: Qm9TrainOptions,
-    /// Molecules per batch. The paper used 128 with the adjoint method; gradients here are by
-    /// backpropagation through the solver (the adjoint is not available for flows over features
-    /// yet), whose memory grows with the batch and the NFE: 16 molecules of the 6 x 64 model
-    /// peaked at 15.8 GB at 32 NFE on the development machine, so the default is 8.
+    /// Molecules per batch. The paper used 128 with the adjoint method
+    /// (`train.gradients = "adjoint"`); with backpropagation through the solver (the default)
+    /// memory grows with the batch and the NFE: 16 molecules of the 6 x 64 model peaked at
+    /// 15.8 GB at 32 NFE on the development machine, so the default is 8.
     pub batch_size: usize,
     /// Use a seeded random subset of this many training molecules (`None`: all 100,000).
     pub n_train: Option<usize>,
