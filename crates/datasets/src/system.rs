@@ -35,6 +35,16 @@ impl System {
         }
     }
 
+    /// The stem of the system's default data file, `data/<stem>.h5`: `"dw4"`, `"lj13"`,
+    /// `"qm9_positional"`.
+    pub fn file_stem(self) -> &'static str {
+        match self {
+            System::Dw4 => "dw4",
+            System::Lj13 => "lj13",
+            System::Qm9Positional => "qm9_positional",
+        }
+    }
+
     /// Number of particles M (4, 13 or 19).
     pub fn n_particles(self) -> usize {
         match self {

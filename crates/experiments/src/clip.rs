@@ -5,6 +5,9 @@ use std::collections::VecDeque;
 
 use tch::{Kind, Tensor};
 
+/// Checkpoint metadata key of the clipper's record ([`GradientClipper::to_metadata`]).
+pub const METADATA_KEY: &str = "clipper_norms";
+
 /// Adaptive gradient clipping as the reference's QM9 training: the limit is `1.5 mean + 2 std`
 /// (sample standard deviation) of the last 50 recorded norms; a larger norm is clipped to the
 /// limit and the limit recorded, otherwise the norm is. The record starts with one large value
@@ -33,6 +36,30 @@ impl GradientClipper {
             c.norms = norms.into_iter().collect();
         }
         c
+    }
+
+    /// The record as a checkpoint metadata entry: key [`METADATA_KEY`], value the norms as a
+    /// JSON array (oldest first).
+    pub fn to_metadata(&self) -> (String, String) {
+        (
+            METADATA_KEY.to_string(),
+            serde_json::to_string(&self.norms()).unwrap_or_default(),
+        )
+    }
+
+    /// The clipper saved in a checkpoint's `metadata` by [`GradientClipper::to_metadata`]; the
+    /// default clipper when the entry is absent (a checkpoint of a run without clipping).
+    ///
+    /// Errors: a message naming the entry when it is not a JSON array of numbers.
+    pub fn from_metadata(
+        metadata: &std::collections::HashMap<String, String>,
+    ) -> Result<Self, String> {
+        match metadata.get(METADATA_KEY) {
+            None => Ok(GradientClipper::default()),
+            Some(text) => serde_json::from_str::<Vec<f64>>(text)
+                .map(GradientClipper::from_norms)
+                .map_err(|e| format!("{METADATA_KEY} in the metadata: {e}")),
+        }
     }
 
     /// The recorded norms, oldest first.

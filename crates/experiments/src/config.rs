@@ -466,10 +466,12 @@ impl RunConfig {
         Ok(())
     }
 
-    /// The data file: `data.path` or `<data_dir>/<system>.h5`.
+    /// The data file: `data.path` or `<data_dir>/<system file stem>.h5`
+    /// ([`System::file_stem`]).
     pub fn data_path(&self, data_dir: &Path) -> PathBuf {
-        self.data.path.clone().unwrap_or_else(|| {
-            data_dir.join(format!("{}.h5", self.data.system.name().to_lowercase()))
-        })
+        self.data
+            .path
+            .clone()
+            .unwrap_or_else(|| data_dir.join(format!("{}.h5", self.data.system.file_stem())))
     }
 }

@@ -163,7 +163,7 @@ enum Command {
     /// train every method, report its test NLL and the Jensen-Shannon divergence of interatomic
     /// distances of 1,000 samples beside the paper's. Without flags: the default profile (3 x 32
     /// networks instead of 6 x 64, the first 2,048 training molecules, batch 32, 3 epochs,
-    /// validation and test on 500 molecules each, one seed; about 40 minutes on 2 cores);
+    /// validation and test on 500 molecules each, one seed; about 30 minutes on 2 cores);
     /// `--full`: the reference's protocol (6 x 64, all 13,832 training molecules, batch 128,
     /// 1,000 epochs, whole splits). Finished runs are reused, interrupted ones resumed.
     ReproduceTable3 {
@@ -449,7 +449,7 @@ fn evaluate_run(
     limit: Option<usize>,
     data_dir: &std::path::Path,
 ) -> Result<()> {
-    use experiments::{checkpoint, data::TensorBatch, evaluate::evaluate_nll, EnfModel};
+    use experiments::{checkpoint, evaluate::evaluate_nll, EnfModel};
     use flow::{Noise, TraceEstimator};
     let mut cfg = RunConfig::from_file(&run_dir.join(experiments::train::files::CONFIG))?;
     if let Some(tol) = tol {
@@ -487,15 +487,16 @@ fn evaluate_run(
     let device = cfg.training.device.device()?;
     let mut model = EnfModel::for_run(&cfg, device)?;
     let meta = checkpoint::load(&mut model.vs, &run_dir.join(file))?;
-    let mut indices = dataset.splits.get(split).to_vec();
-    if let Some(n) = limit {
-        indices.truncate(n);
-    }
-    let batch = TensorBatch::from_batch(
-        &datasets::Batch::gather(&dataset, &indices)?,
-        tch::Kind::Float,
-        device,
-    );
+    // The run's own evaluation subset (a reduced protocol's data.n_val / data.n_test) unless
+    // --limit says otherwise, so that the default repeats result.json.
+    let run_subset = match split {
+        datasets::SplitName::Val => cfg.data.n_val,
+        datasets::SplitName::Test => cfg.data.n_test,
+        datasets::SplitName::Train => None,
+    };
+    let available = dataset.splits.get(split).len();
+    let first = limit.or(run_subset).map(|n| n.min(available));
+    let batch = experiments::train::evaluation_batch(&dataset, split, first, device)?;
     // The seed of the run's own test evaluation, so a Hutchinson test NLL repeats result.json.
     tch::manual_seed(experiments::train::test_seed(&cfg.training));
     let eval = evaluate_nll(&model, &batch, &cfg.training, trace, split.as_str())?;

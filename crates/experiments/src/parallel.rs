@@ -166,28 +166,26 @@ pub fn nll_gradients(
     };
     let results = map_shards(batch, probes, workers, context, |part, probes| {
         let (model, params) = (shared.get(), shared_params.get());
+        let (x, masks) = (&part.positions, &part.masks);
+        let regularise = ode_regularization != 0.0;
         match method {
-            GradientMethod::Backprop if ode_regularization != 0.0 => {
-                let enc = model
-                    .flow
-                    .encode_regularised(
-                        &part.positions,
-                        &part.masks,
-                        probes,
-                        GradientMode::Backprop,
-                    )
-                    .map_err(flow_error)?;
-                let logp = model
-                    .flow
-                    .log_prior(&enc, &part.masks)
-                    .map_err(flow_error)?
-                    + &enc.log_det;
+            GradientMethod::Backprop => {
+                let enc = if regularise {
+                    model
+                        .flow
+                        .encode_regularised(x, masks, probes, GradientMode::Backprop)
+                } else {
+                    model
+                        .flow
+                        .encode_with_probes(x, masks, probes, GradientMode::Backprop)
+                }
+                .map_err(flow_error)?;
+                let logp = model.flow.log_prior(&enc, masks).map_err(flow_error)? + &enc.log_det;
                 let nll_sum = -logp.sum(logp.kind());
-                let reg_sum = enc
-                    .regulariser
-                    .as_ref()
-                    .map_or_else(|| nll_sum.zeros_like(), |r| r.sum(r.kind()));
-                let loss = (&nll_sum + reg_sum * ode_regularization) / n;
+                let loss = match &enc.regulariser {
+                    Some(r) => (&nll_sum + r.sum(r.kind()) * ode_regularization) / n,
+                    None => &nll_sum / n,
+                };
                 let grads = Tensor::f_run_backward(&[loss], params, false, false)
                     .map_err(|e| flow_error(FlowError::Torch(e)))?
                     .into_iter()
@@ -195,48 +193,25 @@ pub fn nll_gradients(
                     .collect::<Vec<_>>();
                 Ok((nll_sum.double_value(&[]), grads, enc.stats.nfe))
             }
-            GradientMethod::Backprop => {
-                let (logp, stats) = model
-                    .flow
-                    .log_likelihood_with_probes(
-                        &part.positions,
-                        &part.masks,
-                        probes,
-                        GradientMode::Backprop,
-                    )
-                    .map_err(flow_error)?;
-                let nll_sum = -logp.sum(logp.kind());
-                let loss = &nll_sum / n;
-                let grads = Tensor::f_run_backward(&[loss], params, false, false)
-                    .map_err(|e| flow_error(FlowError::Torch(e)))?
-                    .into_iter()
-                    .map(|g| g.defined().then_some(g))
-                    .collect::<Vec<_>>();
-                Ok((nll_sum.double_value(&[]), grads, stats.nfe))
-            }
-            GradientMethod::Adjoint if ode_regularization != 0.0 => {
-                let out = model
-                    .flow
-                    .log_likelihood_adjoint_regularised(
-                        &part.positions,
-                        &part.masks,
+            GradientMethod::Adjoint => {
+                let out = if regularise {
+                    model.flow.log_likelihood_adjoint_regularised(
+                        x,
+                        masks,
                         probes,
                         params,
                         |ll, reg| {
                             (reg.sum(reg.kind()) * ode_regularization - ll.sum(ll.kind())) / n
                         },
                     )
-                    .map_err(flow_error)?;
-                let nll_sum = -out.log_likelihood.sum(Kind::Double).double_value(&[]);
-                Ok((nll_sum, out.param_grads, out.forward.nfe + out.backward.nfe))
-            }
-            GradientMethod::Adjoint => {
-                let out = model
-                    .flow
-                    .log_likelihood_adjoint(&part.positions, &part.masks, probes, params, |ll| {
-                        -ll.sum(ll.kind()) / n
-                    })
-                    .map_err(flow_error)?;
+                } else {
+                    model
+                        .flow
+                        .log_likelihood_adjoint(x, masks, probes, params, |ll| {
+                            -ll.sum(ll.kind()) / n
+                        })
+                }
+                .map_err(flow_error)?;
                 let nll_sum = -out.log_likelihood.sum(Kind::Double).double_value(&[]);
                 Ok((nll_sum, out.param_grads, out.forward.nfe + out.backward.nfe))
             }

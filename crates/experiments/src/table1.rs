@@ -88,13 +88,13 @@ impl Profile {
 /// 30 of the paper's 300 epochs; LJ13: 1,000 samples for 5 of 300 epochs (an LJ13 step costs
 /// 0.2-3 s for batch 100). Batch size and evaluation interval stay the paper's (100, every 5
 /// epochs; the last epoch is always validated), so a DW4 run selects among six validated epochs
-/// and an LJ13 run validates once. (QM9 positional, not a Table 1 system, is never planned here:
-/// [`plan`] refuses it; its entry is Table 3's whole training split for one epoch.)
-pub fn reduced_protocol(system: System) -> (usize, usize) {
+/// and an LJ13 run validates once. `None` for QM9 positional, which is not a Table 1 system
+/// ([`crate::table3`]).
+pub fn reduced_protocol(system: System) -> Option<(usize, usize)> {
     match system {
-        System::Dw4 => (1_000, 30),
-        System::Lj13 => (1_000, 5),
-        System::Qm9Positional => (datasets::qm9::QM9_POSITIONAL_TRAIN, 1),
+        System::Dw4 => Some((1_000, 30)),
+        System::Lj13 => Some((1_000, 5)),
+        System::Qm9Positional => None,
     }
 }
 
@@ -194,12 +194,6 @@ pub struct PlannedRun {
 /// Errors: [`ExperimentError::Config`] for a size outside the paper's sweep or a system that is
 /// not in Table 1 (QM9 positional: `reproduce-table3`).
 pub fn plan(options: &Table1Options) -> Result<Vec<PlannedRun>, ExperimentError> {
-    if let Some(other) = options.systems.iter().find(|s| paper_sizes(**s).is_empty()) {
-        return Err(ExperimentError::Config {
-            key: "systems".into(),
-            message: format!("{other} is not a Table 1 system (see reproduce-table3)"),
-        });
-    }
     let mut runs = Vec::new();
     let seeds = options
         .seeds
@@ -209,7 +203,12 @@ pub fn plan(options: &Table1Options) -> Result<Vec<PlannedRun>, ExperimentError>
             Profile::Full => vec![0, 1, 2],
         });
     for &system in &options.systems {
-        let (reduced_n, reduced_epochs) = reduced_protocol(system);
+        let Some((reduced_n, reduced_epochs)) = reduced_protocol(system) else {
+            return Err(ExperimentError::Config {
+                key: "systems".into(),
+                message: format!("{system} is not a Table 1 system (see reproduce-table3)"),
+            });
+        };
         let sizes = options
             .n_train
             .clone()
@@ -224,11 +223,7 @@ pub fn plan(options: &Table1Options) -> Result<Vec<PlannedRun>, ExperimentError>
             for &n_train in &sizes {
                 for &seed in &seeds {
                     let mut config = RunConfig::paper_cell_for(method, system, n_train, seed)?;
-                    config.data.path = Some(
-                        options
-                            .data_dir
-                            .join(format!("{}.h5", system.name().to_lowercase())),
-                    );
+                    config.data.path = Some(config.data_path(&options.data_dir));
                     let paper_epochs = config.training.epochs;
                     let epochs = options.epochs.or(match options.profile {
                         Profile::Default => Some(reduced_epochs),
@@ -556,7 +551,7 @@ mod tests {
         let default = plan(&options(Profile::Default, dir)).unwrap();
         assert_eq!(default.len(), 12);
         for run in &default {
-            let (n, epochs) = reduced_protocol(run.config.data.system);
+            let (n, epochs) = reduced_protocol(run.config.data.system).unwrap();
             assert_eq!(run.config.data.n_train, n);
             assert_eq!(run.config.training.epochs, epochs);
             assert_eq!(

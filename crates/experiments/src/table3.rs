@@ -15,7 +15,9 @@
 //! best-validation epoch too).
 
 use crate::checkpoint;
-use crate::config::{FlowMethod, GradientMethod, RunConfig, System};
+use crate::config::{
+    DataConfig, FlowMethod, GradientMethod, ModelConfig, RunConfig, System, TrainingConfig,
+};
 use crate::error::ExperimentError;
 use crate::model::EnfModel;
 use crate::results::RunResult;
@@ -30,6 +32,7 @@ use datasets::qm9::{
 use datasets::{ensure_dataset, ParticleDataset};
 use egnn::{EgnnConfig, Masks};
 use flow::{Noise, TraceEstimator};
+use ode::OdeSolver;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -107,9 +110,19 @@ pub struct Protocol {
 }
 
 impl Protocol {
+    /// These sizes with the evaluation subsets clamped to the splits' sizes.
+    fn clamped(&self) -> Protocol {
+        Protocol {
+            n_val: self.n_val.min(QM9_POSITIONAL_VAL),
+            n_test: self.n_test.min(QM9_POSITIONAL_TEST),
+            ..*self
+        }
+    }
+
     /// Applies these sizes to a full-protocol configuration and says how it then differs from
     /// the full protocol, or `None` when it does not.
     fn apply(&self, config: &mut RunConfig) -> Option<String> {
+        let p = self.clamped();
         let mut changes = Vec::new();
         let full = config.clone();
         let uses_network = matches!(
@@ -117,90 +130,103 @@ impl Protocol {
             FlowMethod::Enf | FlowMethod::Gnf | FlowMethod::GnfAtt | FlowMethod::GnfAttAug
         );
         if uses_network
-            && (self.n_layers, self.hidden_nf)
+            && (p.n_layers, p.hidden_nf)
                 != (config.model.egnn.n_layers, config.model.egnn.hidden_nf)
         {
-            config.model.egnn.n_layers = self.n_layers;
-            config.model.egnn.hidden_nf = self.hidden_nf;
+            config.model.egnn.n_layers = p.n_layers;
+            config.model.egnn.hidden_nf = p.hidden_nf;
             changes.push(format!(
                 "{} x {} network instead of {} x {}",
-                self.n_layers, self.hidden_nf, full.model.egnn.n_layers, full.model.egnn.hidden_nf
+                p.n_layers, p.hidden_nf, full.model.egnn.n_layers, full.model.egnn.hidden_nf
             ));
         }
-        if self.n_train != full.data.n_train {
-            config.data.n_train = self.n_train;
+        if p.n_train != full.data.n_train {
+            config.data.n_train = p.n_train;
             changes.push(format!(
                 "{} of {} training molecules",
-                self.n_train, full.data.n_train
+                p.n_train, full.data.n_train
             ));
         }
-        if self.batch_size != full.training.batch_size {
-            config.training.batch_size = self.batch_size;
-            changes.push(format!("batch {}", self.batch_size));
+        if p.batch_size != full.training.batch_size {
+            config.training.batch_size = p.batch_size;
+            changes.push(format!("batch {}", p.batch_size));
         }
-        if self.epochs != full.training.epochs {
-            config.training.epochs = self.epochs;
-            changes.push(format!(
-                "{} of {} epochs",
-                self.epochs, full.training.epochs
-            ));
+        if p.epochs != full.training.epochs {
+            config.training.epochs = p.epochs;
+            changes.push(format!("{} of {} epochs", p.epochs, full.training.epochs));
         }
-        if self.n_val < QM9_POSITIONAL_VAL || self.n_test < QM9_POSITIONAL_TEST {
-            config.data.n_val = Some(self.n_val.min(QM9_POSITIONAL_VAL));
-            config.data.n_test = Some(self.n_test.min(QM9_POSITIONAL_TEST));
+        let mut subsets = Vec::new();
+        if p.n_val < QM9_POSITIONAL_VAL {
+            config.data.n_val = Some(p.n_val);
+            subsets.push(format!("validation on the first {}", p.n_val));
+        }
+        if p.n_test < QM9_POSITIONAL_TEST {
+            config.data.n_test = Some(p.n_test);
+            subsets.push(format!("test on the first {}", p.n_test));
+        }
+        if !subsets.is_empty() {
             changes.push(format!(
-                "validation on the first {} and test on the first {} molecules of their splits",
-                self.n_val.min(QM9_POSITIONAL_VAL),
-                self.n_test.min(QM9_POSITIONAL_TEST)
+                "{} molecules of their splits",
+                subsets.join(" and ")
             ));
         }
         (!changes.is_empty()).then(|| changes.join(", "))
     }
 
-    /// A short tag for run directories: `-n<n_train>-e<epochs>-b<batch>-l<layers>x<hidden>`.
+    /// A short tag for run directories:
+    /// `-n<n_train>-e<epochs>-b<batch>-l<layers>x<hidden>-v<n_val>-t<n_test>` (evaluation
+    /// subsets clamped to the splits).
     fn tag(&self) -> String {
+        let p = self.clamped();
         format!(
             "-n{}-e{}-b{}-l{}x{}-v{}-t{}",
-            self.n_train,
-            self.epochs,
-            self.batch_size,
-            self.n_layers,
-            self.hidden_nf,
-            self.n_val,
-            self.n_test
+            p.n_train, p.epochs, p.batch_size, p.n_layers, p.hidden_nf, p.n_val, p.n_test
         )
     }
 }
 
 /// The full-protocol configuration of `method` with `seed` (see the module documentation).
 pub fn paper_config(method: FlowMethod, seed: u64) -> RunConfig {
-    let mut config = RunConfig::paper_cell_for(method, System::Dw4, 1_000, seed)
-        .expect("DW4 with 1,000 samples is a cell of Table 1");
     let full = FULL_PROTOCOL;
-    config.data.system = System::Qm9Positional;
-    config.data.n_train = full.n_train;
-    config.model.egnn = EgnnConfig {
-        hidden_nf: full.hidden_nf,
-        n_layers: full.n_layers,
-        ..EgnnConfig::default()
-    };
-    let t = &mut config.training;
-    t.epochs = full.epochs;
-    t.batch_size = full.batch_size;
-    t.eval_every = 1;
-    t.lr = match method {
-        FlowMethod::Enf | FlowMethod::SimpleDynamics => 2e-4,
-        _ => 5e-4,
-    };
-    t.train_trace = TraceEstimator::Hutchinson(Noise::Gaussian);
-    t.eval_trace = TraceEstimator::Hutchinson(Noise::Gaussian);
-    t.test_trace = TraceEstimator::Hutchinson(Noise::Gaussian);
-    t.ode_regularization = 1e-3;
-    t.clip_grad = true;
-    // Backpropagation through the solver would keep every evaluation's graph: at batch 128 of
-    // 19 atoms and 6 x 64 it exhausted 24 GB here. The adjoint keeps memory flat.
-    t.gradients = GradientMethod::Adjoint;
-    config
+    RunConfig {
+        data: DataConfig {
+            system: System::Qm9Positional,
+            path: None,
+            n_train: full.n_train,
+            n_val: None,
+            n_test: None,
+        },
+        model: ModelConfig {
+            method,
+            egnn: EgnnConfig {
+                hidden_nf: full.hidden_nf,
+                n_layers: full.n_layers,
+                ..EgnnConfig::default()
+            },
+            ..ModelConfig::default()
+        },
+        solver: OdeSolver::default(),
+        training: TrainingConfig {
+            epochs: full.epochs,
+            batch_size: full.batch_size,
+            eval_every: 1,
+            lr: match method {
+                FlowMethod::Enf | FlowMethod::SimpleDynamics => 2e-4,
+                _ => 5e-4,
+            },
+            train_trace: TraceEstimator::Hutchinson(Noise::Gaussian),
+            eval_trace: TraceEstimator::Hutchinson(Noise::Gaussian),
+            test_trace: TraceEstimator::Hutchinson(Noise::Gaussian),
+            ode_regularization: 1e-3,
+            clip_grad: true,
+            // Backpropagation through the solver keeps every evaluation's graph: at batch 128
+            // of 19 atoms and 6 x 64 it exhausted 24 GB here. The adjoint keeps memory flat.
+            gradients: GradientMethod::Adjoint,
+            seed,
+            ..TrainingConfig::default()
+        },
+        adjoint: None,
+    }
 }
 
 /// What to reproduce.
@@ -288,6 +314,23 @@ pub struct SampleEvaluation {
     pub mean_nfe: f64,
     /// Wall time of the sampling, seconds.
     pub seconds: f64,
+    /// The best epoch of the run whose best-validation parameters were sampled (with
+    /// `model_validation_nll`, what ties this file to its `result.json`).
+    #[serde(default)]
+    pub model_best_epoch: Option<usize>,
+    /// The validation NLL of those parameters.
+    #[serde(default)]
+    pub model_validation_nll: Option<f64>,
+}
+
+impl SampleEvaluation {
+    /// Whether this evaluation is of `n_samples` samples of the parameters `result` reports
+    /// (its best epoch and validation NLL), so that it can be reused.
+    pub fn describes(&self, result: &RunResult, n_samples: usize) -> bool {
+        self.n_samples == n_samples
+            && self.model_best_epoch == Some(result.best_epoch)
+            && self.model_validation_nll == Some(result.validation.nll)
+    }
 }
 
 /// File of a run's [`SampleEvaluation`].
@@ -307,7 +350,7 @@ pub fn data_distance_histogram(dataset: &ParticleDataset) -> Result<Vec<f64>, Ex
 
 /// The JS divergence a perfect model would show with `n` samples: the first `n` test molecules'
 /// histogram of interatomic distances against the training molecules' (`data_histogram`,
-/// [`data_distance_histogram`]).
+/// [`data_distance_histogram`]). At most the whole test split (1,813 molecules) is used.
 ///
 /// Errors: [`ExperimentError::Data`] for non-finite positions or a histogram of another length.
 pub fn data_js_floor(
@@ -365,6 +408,8 @@ pub fn evaluate_samples(
         js_divergence: js_divergence(&generated.probabilities(), data_histogram)?,
         mean_nfe: nfe / solves.max(1) as f64,
         seconds: start.elapsed().as_secs_f64(),
+        model_best_epoch: None,
+        model_validation_nll: None,
     })
 }
 
@@ -433,6 +478,8 @@ pub struct Table {
     pub profile: Profile,
     /// Rows in the paper's order.
     pub cells: Vec<Cell>,
+    /// Molecules sampled per run for the JS divergence.
+    pub n_samples: usize,
     /// The floor of the JS column: the divergence of the first `n_samples` test molecules
     /// (data, not samples) against the training molecules ([`data_js_floor`]); `None` when the
     /// data set was not at hand.
@@ -443,8 +490,9 @@ impl Table {
     /// The table in markdown, with the profile and how reduced rows are reduced.
     pub fn markdown(&self) -> String {
         let mut out = format!(
-            "Table 3 ({} profile): QM9 positional, test NLL in nats and the Jensen-Shannon divergence of interatomic distances of {JS_SAMPLES} samples, ours beside the paper's.\n\n{MARKDOWN_HEADER}",
-            self.profile.name()
+            "Table 3 ({} profile): QM9 positional, test NLL in nats and the Jensen-Shannon divergence of interatomic distances of {} samples, ours beside the paper's.\n\n{MARKDOWN_HEADER}",
+            self.profile.name(),
+            self.n_samples
         );
         for cell in &self.cells {
             out.push('\n');
@@ -522,34 +570,40 @@ pub fn reproduce(options: &Table3Options) -> Result<Table, ExperimentError> {
     for run in &runs {
         let result_path = run.run_dir.join(files::RESULT);
         let samples_path = run.run_dir.join(SAMPLES_FILE);
-        if finished(run, &result_path)?.is_none() {
-            tracing::info!(
-                "training {} on QM9 positional, seed {}, {} molecules, {} epochs{} -> {}",
-                run.config.model.method.paper_name(),
-                run.config.training.seed,
-                run.config.data.n_train,
-                run.config.training.epochs,
-                run.reduction
-                    .as_ref()
-                    .map_or(String::new(), |r| format!(" ({r})")),
-                run.run_dir.display()
-            );
-            let result = train(&run.config, &dataset, &run.run_dir, options.progress)?;
-            tracing::info!("{}", result.summary());
-        }
-        if read_samples(&samples_path)?.is_some_and(|s| s.n_samples == options.n_samples) {
+        let result = match finished(run, &result_path)? {
+            Some(done) => done,
+            None => {
+                tracing::info!(
+                    "training {} on QM9 positional, seed {}, {} molecules, {} epochs{} -> {}",
+                    run.config.model.method.paper_name(),
+                    run.config.training.seed,
+                    run.config.data.n_train,
+                    run.config.training.epochs,
+                    run.reduction
+                        .as_ref()
+                        .map_or(String::new(), |r| format!(" ({r})")),
+                    run.run_dir.display()
+                );
+                let result = train(&run.config, &dataset, &run.run_dir, options.progress)?;
+                tracing::info!("{}", result.summary());
+                result
+            }
+        };
+        if read_samples(&samples_path)?.is_some_and(|s| s.describes(&result, options.n_samples)) {
             continue;
         }
         let device = run.config.training.device.device()?;
         let mut model = EnfModel::for_run(&run.config, device)?;
         checkpoint::load(&mut model.vs, &run.run_dir.join(files::BEST))?;
-        let eval = evaluate_samples(
+        let mut eval = evaluate_samples(
             &model,
             &data_histogram,
             options.n_samples,
             run.config.training.seed,
             device,
         )?;
+        eval.model_best_epoch = Some(result.best_epoch);
+        eval.model_validation_nll = Some(result.validation.nll);
         tracing::info!(
             "{}: JS divergence of interatomic distances {:.4} ({} samples, {:.1} s)",
             run.config.model.method.paper_name(),
@@ -601,13 +655,14 @@ fn merge_runs(options: &Table3Options) -> Result<Table, ExperimentError> {
         let result = finished(&run, &run.run_dir.join(files::RESULT))?;
         let samples = read_samples(&run.run_dir.join(SAMPLES_FILE))?;
         match (result, samples) {
-            (Some(r), Some(s)) => cell.runs.push((r, s)),
+            (Some(r), Some(s)) if s.describes(&r, options.n_samples) => cell.runs.push((r, s)),
             _ => cell.missing_seeds.push(run.config.training.seed),
         }
     }
     Ok(Table {
         profile: options.profile,
         cells,
+        n_samples: options.n_samples,
         data_js: None,
     })
 }

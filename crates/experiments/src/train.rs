@@ -183,8 +183,8 @@ struct Progress {
     metrics: Vec<EpochMetrics>,
     /// Wall time spent so far, seconds.
     elapsed: f64,
-    /// The gradient clipper's record of norms (empty without clipping).
-    clipper_norms: Vec<f64>,
+    /// The gradient clipper with its record of norms (the default without clipping).
+    clipper: GradientClipper,
 }
 
 /// Why an unfinished run cannot be resumed.
@@ -229,6 +229,8 @@ fn read_progress(
     let epoch = number("epoch")? as usize;
     let steps = number("optimiser_steps")? as u64;
     let elapsed = number("elapsed_seconds")?;
+    let clipper = GradientClipper::from_metadata(&contents.metadata)
+        .map_err(|message| Unreadable(bad(&last, message)))?;
     checkpoint::restore(&mut model.vs, &contents, &last).map_err(Unreadable)?;
     opt.load_state(&contents.tensors, steps)
         .map_err(|e| Unreadable(bad(&last, e.to_string())))?;
@@ -274,17 +276,12 @@ fn read_progress(
             save_best(model, best_epoch, &eval, &path).map_err(Inconsistent)?;
         }
     }
-    let clipper_norms = match contents.metadata.get("clipper_norms") {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|e| Unreadable(bad(&last, format!("clipper_norms in the metadata: {e}"))))?,
-        None => Vec::new(),
-    };
     Ok(Some(Progress {
         epoch,
         best,
         metrics,
         elapsed,
-        clipper_norms,
+        clipper,
     }))
 }
 
@@ -372,12 +369,10 @@ pub fn train(
     let test = evaluation_batch(dataset, SplitName::Test, config.data.n_test, device)?;
     let steps_per_epoch = schedule.n_batches();
 
-    let mut clipper = GradientClipper::from_norms(
-        progress
-            .as_ref()
-            .map(|p| p.clipper_norms.clone())
-            .unwrap_or_default(),
-    );
+    let mut clipper = progress
+        .as_ref()
+        .map(|p| p.clipper.clone())
+        .unwrap_or_default();
     let (first_epoch, mut best, earlier) = match progress {
         Some(p) => {
             tracing::info!(
@@ -495,10 +490,7 @@ pub fn train(
                 "elapsed_seconds".to_string(),
                 (earlier_seconds + start.elapsed().as_secs_f64()).to_string(),
             ),
-            (
-                "clipper_norms".to_string(),
-                serde_json::to_string(&clipper.norms()).unwrap_or_default(),
-            ),
+            clipper.to_metadata(),
         ]);
         checkpoint::save_with(
             &model.vs,

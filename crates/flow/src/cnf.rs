@@ -28,7 +28,7 @@ pub struct Encoded {
     /// ([`Cnf::encode_features`]), zero at padded nodes; `None` for positions alone.
     pub z_h: Option<Tensor>,
     /// The ODE regulariser `integral over t of ||v||^2 + ||eps^T dv/ds||^2` `[batch]` when asked
-    /// for ([`Cnf::encode_features_regularised`]), else `None`.
+    /// for ([`Cnf::encode_regularised`], [`Cnf::encode_features_regularised`]), else `None`.
     pub regulariser: Option<Tensor>,
     /// `log |det dz/dx|` = the integral of the trace over t in [0, 1], `[batch]`.
     pub log_det: Tensor,
@@ -36,16 +36,18 @@ pub struct Encoded {
     pub stats: SolveStats,
 }
 
-/// The result of [`Cnf::log_likelihood_adjoint`]: values without autograd history and the
-/// gradients of the loss, computed by the adjoint method.
+/// The result of [`Cnf::log_likelihood_adjoint`] and its regularised and feature variants:
+/// values without autograd history and the gradients of the loss, computed by the adjoint
+/// method.
 #[derive(Debug)]
 pub struct AdjointLikelihood {
-    /// The loss `L(log p(x))` (a scalar tensor).
+    /// The loss `L(log p)` or `L(log p, regulariser)` (a scalar tensor).
     pub loss: Tensor,
     /// `log p(x)` in nats, `[batch]`.
     pub log_likelihood: Tensor,
-    /// The ODE regulariser `[batch]` of [`Cnf::log_likelihood_adjoint_regularised`]; `None`
-    /// otherwise.
+    /// The ODE regulariser `[batch]` when it was integrated
+    /// ([`Cnf::log_likelihood_adjoint_regularised`], or `regularise` of
+    /// [`Cnf::log_likelihood_features_adjoint`]); `None` otherwise.
     pub regulariser: Option<Tensor>,
     /// `dL/dtheta` for each parameter passed in, `None` for frozen ones.
     pub param_grads: Vec<Option<Tensor>>,
@@ -518,6 +520,8 @@ impl<D: Dynamics> Cnf<D> {
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let (grad_x0, grad_h) = layout.split(&grads.y0[0]);
         let grad_x = geometry::centre(&grad_x0, node_mask)?;
+        // Padded features are not inputs of the flow: their gradient is exactly zero.
+        let grad_h = grad_h.map(|g| g * masks.node.unsqueeze(-1));
         Ok(AdjointLikelihood {
             loss: loss_value,
             log_likelihood,

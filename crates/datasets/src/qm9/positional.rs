@@ -53,7 +53,16 @@ pub fn positional_dataset(qm9: &Qm9Dataset) -> Result<ParticleDataset> {
             });
         }
         let start = row * MAX_ATOMS * 3;
-        positions.extend_from_slice(&qm9.positions[start..start + m * 3]);
+        let x =
+            qm9.positions
+                .get(start..start + m * 3)
+                .ok_or_else(|| DatasetError::InvalidValue {
+                    path: crate::IN_MEMORY.into(),
+                    object: format!("QM9 row {row} of the positional subset"),
+                    value: format!("{} positions in all", qm9.positions.len()),
+                    reason: format!("rows hold {MAX_ATOMS} x 3 positions"),
+                })?;
+        positions.extend_from_slice(x);
     }
     let (n_train, n_val) = (p.train.len(), p.val.len());
     let splits = Splits {

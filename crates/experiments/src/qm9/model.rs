@@ -26,6 +26,19 @@ pub const N_INTEGER_FEATURES: i64 = 1;
 /// Features per atom: one-hot type + atomic number.
 pub const QM9_NODE_NF: i64 = N_ATOM_TYPES + N_INTEGER_FEATURES;
 
+/// What the flow of a [`Qm9Model`] takes in ([`Qm9Model::flow_inputs`]).
+#[derive(Debug)]
+pub struct FlowInputs {
+    /// The dequantized features `v` `[batch, nodes, 6]` and `log q` `[batch]`.
+    pub deq: flow::dequantize::Dequantized,
+    /// Positions after ActNorm `[batch, nodes, 3]`.
+    pub x: Tensor,
+    /// Features after ActNorm `[batch, nodes, 6]`.
+    pub h: Tensor,
+    /// ActNorm's log-determinant `[batch]` (0 without ActNorm).
+    pub log_det_actnorm: Tensor,
+}
+
 /// Hyper-parameters of the QM9 E-NF. Defaults are the paper's (and the pretrained checkpoint's
 /// `args.json`): 6 layers of 64 with attention and tanh, ActNorm, argmax + variational
 /// dequantization with a 4-layer EGNN. (The trace estimator is chosen per evaluation.)
@@ -207,6 +220,45 @@ impl Qm9Model {
         self.terms(batch, noise, probes, GradientMode::Backprop, true)
     }
 
+    /// The flow's input for `batch` with dequantization `noise` (`[batch, nodes, 6]`): the
+    /// dequantizer's continuous features and `log q`, then ActNorm (when the model has one)
+    /// applied to the positions and those features, with its log-determinant `[batch]`.
+    /// Gradients flow as the caller's grad mode says.
+    ///
+    /// Errors: [`ExperimentError::Flow`] naming the dequantizer or ActNorm (shapes, an
+    /// uninitialised ActNorm).
+    pub fn flow_inputs(
+        &self,
+        batch: &Qm9Batch,
+        noise: &Tensor,
+    ) -> Result<FlowInputs, ExperimentError> {
+        let flow_err = |context: &str| {
+            let context = context.to_string();
+            move |source| ExperimentError::Flow { context, source }
+        };
+        let masks = &batch.masks;
+        let deq = self
+            .dequantizer
+            .forward_with_noise(&batch.x, &batch.one_hot, &batch.charges, masks, noise)
+            .map_err(flow_err("dequantizer"))?;
+        let (x, h, log_det_actnorm) = match &self.actnorm {
+            Some(a) => a
+                .forward(&batch.x, &deq.v, &masks.node)
+                .map_err(flow_err("actnorm"))?,
+            None => (
+                batch.x.shallow_clone(),
+                deq.v.shallow_clone(),
+                Tensor::zeros([batch.x.size()[0]], (batch.x.kind(), batch.x.device())),
+            ),
+        };
+        Ok(FlowInputs {
+            deq,
+            x,
+            h,
+            log_det_actnorm,
+        })
+    }
+
     fn terms(
         &self,
         batch: &Qm9Batch,
@@ -221,20 +273,12 @@ impl Qm9Model {
         };
         let compute = move || {
             let masks = &batch.masks;
-            let deq = self
-                .dequantizer
-                .forward_with_noise(&batch.x, &batch.one_hot, &batch.charges, masks, noise)
-                .map_err(flow_err("dequantizer"))?;
-            let (x, h, log_det_actnorm) = match &self.actnorm {
-                Some(a) => a
-                    .forward(&batch.x, &deq.v, &masks.node)
-                    .map_err(flow_err("actnorm"))?,
-                None => (
-                    batch.x.shallow_clone(),
-                    deq.v.shallow_clone(),
-                    Tensor::zeros([batch.x.size()[0]], (batch.x.kind(), batch.x.device())),
-                ),
-            };
+            let FlowInputs {
+                deq,
+                x,
+                h,
+                log_det_actnorm,
+            } = self.flow_inputs(batch, noise)?;
             let enc = if regularise {
                 self.flow
                     .encode_features_regularised(&x, &h, masks, probes, mode)

@@ -189,10 +189,12 @@ pub fn train_qm9(
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         opt.load_state(&contents.tensors, done as u64)?;
-        if let Some(norms) = contents.metadata.get("clipper_norms") {
-            let norms: Vec<f64> = serde_json::from_str(norms).unwrap_or_default();
-            clipper = GradientClipper::from_norms(norms);
-        }
+        clipper = GradientClipper::from_metadata(&contents.metadata).map_err(|message| {
+            ExperimentError::Checkpoint {
+                path: last.clone(),
+                message,
+            }
+        })?;
         tracing::info!("resuming {} after step {done}", run_dir.display());
     }
     let rows = training_rows(ds, config);
@@ -249,10 +251,8 @@ fn save(
 ) -> Result<(), ExperimentError> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
-    meta.insert(
-        "clipper_norms".to_string(),
-        serde_json::to_string(&clipper.norms()).unwrap_or_default(),
-    );
+    let (key, value) = clipper.to_metadata();
+    meta.insert(key, value);
     checkpoint::save_with(&model.vs, &opt.state_tensors(), &meta, path)
 }
 

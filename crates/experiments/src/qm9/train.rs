@@ -52,7 +52,8 @@ pub struct Qm9StepReport {
     pub grad_norm: f64,
     /// Whether it was clipped.
     pub clipped: bool,
-    /// Function evaluations of the forward solve.
+    /// Function evaluations of the step's solves: the forward solve with backpropagation, the
+    /// forward and backward solves together with the adjoint.
     pub nfe: usize,
 }
 
@@ -208,10 +209,10 @@ pub fn qm9_train_step(
 pub struct AdjointStep {
     /// Mean `-log p(x, h, M)` of the batch, nats per molecule.
     pub nll: f64,
-    /// Mean ODE regulariser of the batch.
+    /// Mean ODE regulariser of the batch (0 when its weight is 0: then it is not integrated).
     pub regulariser: f64,
-    /// Gradients of `nll + ode_regularization x regulariser` for each parameter passed in
-    /// (`None` for one the loss does not reach).
+    /// Gradients of `nll + ode_regularization x regulariser` for each parameter passed in (zero
+    /// for a trainable one the loss does not reach; `None` for a frozen one).
     pub grads: Vec<Option<Tensor>>,
     /// Function evaluations of the forward and backward solves together.
     pub nfe: usize,
@@ -244,23 +245,16 @@ pub fn adjoint_gradients(
     };
     let masks = &batch.masks;
     let n = batch.x.size()[0] as f64;
-    let deq = model
-        .dequantizer
-        .forward_with_noise(&batch.x, &batch.one_hot, &batch.charges, masks, noise)
-        .map_err(flow_err("dequantizer"))?;
-    let (x, h, log_det_actnorm) = match &model.actnorm {
-        Some(a) => a
-            .forward(&batch.x, &deq.v, &masks.node)
-            .map_err(flow_err("actnorm"))?,
-        None => (
-            batch.x.shallow_clone(),
-            deq.v.shallow_clone(),
-            Tensor::zeros([batch.x.size()[0]], (batch.x.kind(), batch.x.device())),
-        ),
-    };
+    let regularise = ode_regularization != 0.0;
+    let super::model::FlowInputs {
+        deq,
+        x,
+        h,
+        log_det_actnorm,
+    } = model.flow_inputs(batch, noise)?;
     let out = model
         .flow
-        .log_likelihood_features_adjoint(&x, &h, masks, probes, params, true, |ll, reg| {
+        .log_likelihood_features_adjoint(&x, &h, masks, probes, params, regularise, |ll, reg| {
             let nll = -ll.sum(ll.kind());
             match reg {
                 Some(r) => (nll + r.sum(r.kind()) * ode_regularization) / n,
@@ -278,13 +272,22 @@ pub fn adjoint_gradients(
     if let Some(grad_h) = &out.grad_h {
         surrogate += (&h * grad_h).sum(h.kind());
     }
-    let inside: Vec<&Tensor> = params.iter().collect();
-    let carried = Tensor::f_run_backward(&[&surrogate], &inside, false, false)?;
+    // Nothing before the flow may be trainable (no ActNorm, uniform dequantization): then the
+    // adjoint's gradients are all there is.
+    let carried: Vec<Option<Tensor>> = if surrogate.requires_grad() {
+        let inside: Vec<&Tensor> = params.iter().collect();
+        Tensor::f_run_backward(&[&surrogate], &inside, false, false)?
+            .into_iter()
+            .map(|g| g.defined().then_some(g))
+            .collect()
+    } else {
+        params.iter().map(|_| None).collect()
+    };
     let grads = out
         .param_grads
         .into_iter()
         .zip(carried)
-        .map(|(a, b)| match (a, b.defined().then_some(b)) {
+        .map(|(a, b)| match (a, b) {
             (Some(a), Some(b)) => Some(a + b),
             (a, b) => a.or(b),
         })
