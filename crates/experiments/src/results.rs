@@ -5,7 +5,7 @@ use crate::error::ExperimentError;
 use crate::evaluate::Evaluation;
 use datasets::atomic::write_atomic as atomic_write;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One evaluation during training (a line of `metrics.jsonl`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,4 +105,25 @@ mod tests {
             assert_eq!(back.to_bits(), x.to_bits(), "{x}");
         }
     }
+}
+
+/// Writes a reproduced table as `<dir>/<stem>.md` (its `markdown`) and `<dir>/<stem>.json`
+/// (`table` serialised), each atomically; returns the markdown path.
+///
+/// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] naming `stem` if the table
+/// cannot be serialised.
+pub fn write_table(
+    dir: &Path,
+    stem: &str,
+    markdown: &str,
+    table: &impl Serialize,
+) -> Result<PathBuf, ExperimentError> {
+    let md = dir.join(format!("{stem}.md"));
+    atomic_write(&md, markdown.as_bytes())?;
+    let json = serde_json::to_string_pretty(table).map_err(|e| ExperimentError::Config {
+        key: format!("{stem}.json"),
+        message: e.to_string(),
+    })?;
+    atomic_write(&dir.join(format!("{stem}.json")), json.as_bytes())?;
+    Ok(md)
 }

@@ -4,7 +4,6 @@ use crate::config::{FlowMethod, RunConfig, System};
 use crate::error::ExperimentError;
 use crate::results::RunResult;
 use crate::train::{files, train};
-use datasets::atomic::write_atomic as atomic_write;
 use datasets::ensure_dataset;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -385,14 +384,7 @@ impl Table {
     /// Errors: [`ExperimentError::Io`].
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ExperimentError> {
         let stem = format!("table1-{}", self.profile.name());
-        let md = dir.join(format!("{stem}.md"));
-        atomic_write(&md, self.markdown().as_bytes())?;
-        let json = serde_json::to_string_pretty(self).map_err(|e| ExperimentError::Config {
-            key: "table1.json".into(),
-            message: e.to_string(),
-        })?;
-        atomic_write(&dir.join(format!("{stem}.json")), json.as_bytes())?;
-        Ok(md)
+        crate::results::write_table(dir, &stem, &self.markdown(), self)
     }
 }
 

@@ -528,14 +528,7 @@ impl Table {
     /// Errors: [`ExperimentError::Io`].
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ExperimentError> {
         let stem = format!("table3-{}", self.profile.name());
-        let md = dir.join(format!("{stem}.md"));
-        atomic_write(&md, self.markdown().as_bytes())?;
-        let json = serde_json::to_string_pretty(self).map_err(|e| ExperimentError::Config {
-            key: "table3.json".into(),
-            message: e.to_string(),
-        })?;
-        atomic_write(&dir.join(format!("{stem}.json")), json.as_bytes())?;
-        Ok(md)
+        crate::results::write_table(dir, &stem, &self.markdown(), self)
     }
 }
 

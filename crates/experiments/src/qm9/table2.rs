@@ -178,15 +178,8 @@ impl Table2 {
     ///
     /// Errors: [`ExperimentError::Data`] for I/O failures.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, ExperimentError> {
-        let base = dir.join(format!("table2-{}", self.profile.name()));
-        let md = base.with_extension("md");
-        datasets::atomic::write_atomic(&md, self.markdown().as_bytes())?;
-        let json = serde_json::to_string_pretty(self).map_err(|e| ExperimentError::Config {
-            key: "table2".into(),
-            message: e.to_string(),
-        })?;
-        datasets::atomic::write_atomic(&base.with_extension("json"), json.as_bytes())?;
-        Ok(md)
+        let stem = format!("table2-{}", self.profile.name());
+        crate::results::write_table(dir, &stem, &self.markdown(), self)
     }
 }
 
