@@ -94,19 +94,6 @@ impl RunResult {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// A value serde_json's default (fast) float parser reads back one ulp off: results must
-    /// round-trip exactly, so the workspace enables serde_json's `float_roundtrip`.
-    #[test]
-    fn json_floats_round_trip_exactly() {
-        for x in [1.2467723529999999f64, 0.1, 18.17728332519531, 1e-300] {
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
-            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
-        }
-    }
-}
-
 /// Writes a reproduced table as `<dir>/<stem>.md` (its `markdown`) and `<dir>/<stem>.json`
 /// (`table` serialised), each atomically; returns the markdown path.
 ///
@@ -126,4 +113,17 @@ pub fn write_table(
     })?;
     atomic_write(&dir.join(format!("{stem}.json")), json.as_bytes())?;
     Ok(md)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A value serde_json's default (fast) float parser reads back one ulp off: results must
+    /// round-trip exactly, so the workspace enables serde_json's `float_roundtrip`.
+    #[test]
+    fn json_floats_round_trip_exactly() {
+        for x in [1.2467723529999999f64, 0.1, 18.17728332519531, 1e-300] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
 }
