@@ -24,14 +24,7 @@ pub fn pair_distance_histogram(
     n_bins: usize,
 ) -> Result<Histogram> {
     for (k, m) in molecules.iter().enumerate() {
-        if m.positions.len() != 3 * m.n_atoms() {
-            return Err(DatasetError::InvalidValue {
-                path: crate::IN_MEMORY.into(),
-                object: format!("molecule {k}"),
-                value: format!("{} positions for {} atoms", m.positions.len(), m.n_atoms()),
-                reason: "expected 3 per atom".into(),
-            });
-        }
+        m.check_shape(k)?;
     }
     distance_histogram(
         molecules.iter().map(|m| m.positions.as_slice()),

@@ -23,6 +23,26 @@ impl Molecule {
         self.atomic_numbers.len()
     }
 
+    /// Checks that there are 3 positions per atom; `k` numbers the molecule in the error.
+    ///
+    /// # Errors
+    /// [`DatasetError::InvalidValue`] naming molecule `k` otherwise.
+    pub fn check_shape(&self, k: usize) -> Result<()> {
+        if self.positions.len() == 3 * self.n_atoms() {
+            return Ok(());
+        }
+        Err(DatasetError::InvalidValue {
+            path: crate::IN_MEMORY.into(),
+            object: format!("molecule {k}"),
+            value: format!(
+                "{} positions for {} atoms",
+                self.positions.len(),
+                self.n_atoms()
+            ),
+            reason: "expected 3 per atom".into(),
+        })
+    }
+
     /// Stability of the molecule ([`super::molecule_stability`]).
     ///
     /// # Errors
@@ -40,14 +60,7 @@ impl Molecule {
 pub fn to_xyz(molecules: &[Molecule], comment: impl Fn(usize) -> String) -> Result<String> {
     let mut out = String::new();
     for (k, m) in molecules.iter().enumerate() {
-        if m.positions.len() != 3 * m.n_atoms() {
-            return Err(DatasetError::InvalidValue {
-                path: crate::IN_MEMORY.into(),
-                object: format!("molecule {k}"),
-                value: format!("{} positions for {} atoms", m.positions.len(), m.n_atoms()),
-                reason: "expected 3 per atom".into(),
-            });
-        }
+        m.check_shape(k)?;
         let _ = writeln!(out, "{}", m.n_atoms());
         let _ = writeln!(out, "{}", comment(k).replace('\n', " "));
         for (a, &z) in m.atomic_numbers.iter().enumerate() {
