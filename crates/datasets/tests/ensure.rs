@@ -34,18 +34,34 @@ fn generates_writes_then_loads() {
     assert!(matches!(&made.source, Source::Metropolis { config, .. } if config == &small_config()));
     assert_eq!(ParticleDataset::read(&path).unwrap(), made);
 
-    // A second call loads the file (another config does not trigger regeneration).
-    let other = MetropolisConfig {
-        seed: 99,
-        ..small_config()
-    };
+    // A second call with the same settings loads the file.
     assert_eq!(
-        ensure_dataset_with(&path, System::Dw4, &other).unwrap(),
+        ensure_dataset_with(&path, System::Dw4, &small_config()).unwrap(),
         made
     );
 
-    // A file of another system is an error and stays untouched.
+    // Samples drawn with other settings (an earlier version's defaults) are an error naming
+    // the settings that differ, and the file stays untouched.
     let before = std::fs::read(&path).unwrap();
+    let other = MetropolisConfig {
+        seed: 99,
+        burn_in: 2000,
+        ..small_config()
+    };
+    match ensure_dataset_with(&path, System::Dw4, &other) {
+        Err(e @ DatasetError::SettingsMismatch { .. }) => {
+            let message = e.to_string();
+            assert!(
+                message.contains("burn_in 100 -> 2000") && message.contains("seed 20210521 -> 99"),
+                "{message}"
+            );
+            assert!(!message.contains("thin"), "{message}");
+        }
+        other => panic!("expected a settings mismatch, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+
+    // A file of another system is an error and stays untouched.
     assert!(matches!(
         ensure_dataset_with(&path, System::Lj13, &other),
         Err(DatasetError::SystemMismatch { .. })

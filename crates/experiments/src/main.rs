@@ -78,7 +78,8 @@ enum Command {
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
     },
-    /// Generate a particle-system data set by Metropolis sampling (skipped if a valid file exists).
+    /// Generate a particle-system data set by Metropolis sampling (skipped if a valid file drawn
+    /// with the same settings exists; one drawn with other settings is refused, not overwritten).
     GenerateData {
         /// The system (dw4, lj13).
         #[arg(long, default_value = "dw4")]
