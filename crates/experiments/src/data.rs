@@ -43,27 +43,13 @@ impl TensorBatch {
         }
     }
 
-    /// Every graph rotated by its own random rotation (Haar on SO(n): a Haar orthogonal matrix
-    /// from [`geometry::random_orthogonal_batch`] with its first column negated when it is a
-    /// reflection) about the origin, positions as row vectors: `x Q_b^T`. Centred positions stay
-    /// centred. The GNF-att-aug training augmentation (rotations only, as the reference's).
+    /// Every graph rotated by its own random rotation (Haar on SO(n),
+    /// [`geometry::random_rotation_batch`]) about the origin, positions as row vectors:
+    /// `x Q_b^T`. Centred positions stay centred. The GNF-att-aug training augmentation
+    /// (rotations only, as the reference's).
     pub fn randomly_rotated(&self, rng: &mut impl rand::Rng) -> TensorBatch {
-        let size = self.positions.size();
-        let q = geometry::random_orthogonal_batch(size[0], size[2], rng);
-        // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
-        let det_sign = Tensor::linalg_det(&q).sign(); // [batch], +-1
-        let flip = Tensor::cat(
-            &[
-                det_sign.view([size[0], 1, 1]),
-                Tensor::ones([size[0], 1, size[2] - 1], (Kind::Double, Device::Cpu)),
-            ],
-            2,
-        );
-        let q = (q * flip)
-            .to_kind(self.positions.kind())
-            .to_device(self.positions.device());
         TensorBatch {
-            positions: self.positions.matmul(&q.transpose(-2, -1)),
+            positions: rotate_rows(&self.positions, rng),
             masks: Masks::from_node_mask(&self.masks.node),
         }
     }
@@ -77,6 +63,17 @@ impl TensorBatch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Positions `x [batch, nodes, n]` with each graph rotated by its own random rotation about the
+/// origin (Haar on SO(n), [`geometry::random_rotation_batch`]): `x_b Q_b^T`, in `x`'s kind and
+/// device. Zero rows (padding) stay zero; centred graphs stay centred.
+pub fn rotate_rows(x: &Tensor, rng: &mut impl rand::Rng) -> Tensor {
+    let size = x.size();
+    let q = geometry::random_rotation_batch(size[0], size[2], rng)
+        .to_kind(x.kind())
+        .to_device(x.device());
+    x.matmul(&q.transpose(-2, -1))
 }
 
 #[cfg(test)]

@@ -25,5 +25,6 @@ pub use equivariance::{max_deviation, Covariance, EquivarianceReport, Graphs};
 pub use error::GeometryError;
 pub use pairwise::{edge_mask, pairwise_differences, pairwise_sq_distances};
 pub use transform::{
-    random_orthogonal, random_orthogonal_batch, random_permutation, random_translation, Transform,
+    random_orthogonal, random_orthogonal_batch, random_permutation, random_rotation_batch,
+    random_translation, Transform,
 };

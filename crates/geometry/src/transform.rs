@@ -32,6 +32,25 @@ pub fn random_orthogonal_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor
     q * signs.unsqueeze(-2)
 }
 
+/// `batch` independent random rotations drawn uniformly (Haar measure) from SO(n): the matrices
+/// of [`random_orthogonal_batch`] (same draws from `rng`) with the first column negated where the
+/// determinant is -1 (negating one column of a Haar-distributed reflection gives a
+/// Haar-distributed rotation). Returns `[batch, n, n]` f64 on the CPU, every determinant +1.
+/// The GNF-att-aug training augmentation rotates each graph's positions (rows) by `x Q_b^T`.
+pub fn random_rotation_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor {
+    let q = random_orthogonal_batch(batch, n, rng);
+    // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
+    let det_sign = Tensor::linalg_det(&q).sign(); // [batch], +-1
+    let flip = Tensor::cat(
+        &[
+            det_sign.view([batch, 1, 1]),
+            Tensor::ones([batch, 1, n - 1], (Kind::Double, Device::Cpu)),
+        ],
+        2,
+    );
+    q * flip
+}
+
 /// A random translation with independent N(0, scale^2) components: `[n]` f64 on the CPU.
 pub fn random_translation(n: i64, scale: f64, rng: &mut impl Rng) -> Tensor {
     let entries: Vec<f64> = (0..n)
