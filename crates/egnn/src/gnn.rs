@@ -14,11 +14,14 @@
 //! The network embeds the node input `[t, x_i]` (the time, or a constant 1 without time
 //! conditioning, then the coordinates) into `hidden_nf` features, applies `n_layers`
 //! convolutions and maps the result to `n` outputs per node: the velocity, with its mean over the
-//! real nodes removed. As in [`crate::conv`], the first edge layer is split into per-node products
+//! real nodes removed. For flows over positions and node features (the QM9 GNF baselines of the
+//! paper's Table 2, [`GnnDynamics::with_features`]) the node input is `[t, x_i, h_i]` and the
+//! output `[v_x, v_h]`: `n + nf` values per node, the position part centred, the feature part
+//! zero at padded nodes. As in [`crate::conv`], the first edge layer is split into per-node products
 //! so that no `[edges, 2 hidden]` concatenation is built.
 
 use crate::config::EgnnConfig;
-use crate::dynamics::{positions_only, Dynamics, Velocity};
+use crate::dynamics::{Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::linear::{split_edge_input, Linear};
 use crate::masks::{gather_neighbours, Masks};
@@ -87,39 +90,62 @@ impl GraphConv {
     }
 }
 
-/// The GNF dynamics over particle systems: velocity `v = GNN([t, x])` with its mean removed.
+/// The GNF dynamics: velocity `v = GNN([t, x])` with its mean removed, or, over positions and
+/// `node_nf` features, `[v_x, v_h] = GNN([t, x, h])` with `v_x` centred and `v_h` zero at padding.
 /// Uses `hidden_nf`, `n_layers`, `attention` and `condition_time` of [`EgnnConfig`] (`tanh`,
 /// `coords_range` and `aggregation` concern coordinate updates, which a GNN does not have).
 ///
-/// Parameters under `path`: `gnn.embedding_in` (`[hidden, 1 + dims]`), `gnn.layers.<l>` (see
-/// [`GraphConv`]), `gnn.embedding_out` (`[dims, hidden]`).
+/// Parameters under `path`: `gnn.embedding_in` (`[hidden, 1 + dims + node_nf]`, columns t, x, h),
+/// `gnn.layers.<l>` (see [`GraphConv`]), `gnn.embedding_out` (`[dims + node_nf, hidden]`, rows
+/// v_x then v_h).
 #[derive(Debug)]
 pub struct GnnDynamics {
     embedding_in: Linear,
     layers: Vec<GraphConv>,
     embedding_out: Linear,
     n_dims: i64,
+    node_nf: i64,
     condition_time: bool,
 }
 
 impl GnnDynamics {
-    /// GNF dynamics for positions in `n_dims` dimensions.
+    /// GNF dynamics for positions in `n_dims` dimensions (particle systems: no node features).
     ///
     /// Errors: [`EgnnError::Config`] for invalid hyper-parameters or `n_dims < 1`.
     pub fn new(path: nn::Path, config: &EgnnConfig, n_dims: i64) -> Result<Self, EgnnError> {
+        Self::with_features(path, config, n_dims, 0)
+    }
+
+    /// GNF dynamics for flows over positions in `n_dims` dimensions and `node_nf` node features
+    /// per node (the QM9 GNF baselines: `n_dims = 3`, `node_nf = 6`); `node_nf = 0` is
+    /// [`GnnDynamics::new`].
+    ///
+    /// Errors: [`EgnnError::Config`] for invalid hyper-parameters, `n_dims < 1` or `node_nf < 0`.
+    pub fn with_features(
+        path: nn::Path,
+        config: &EgnnConfig,
+        n_dims: i64,
+        node_nf: i64,
+    ) -> Result<Self, EgnnError> {
         config.validate()?;
         if n_dims < 1 {
             return Err(EgnnError::Config(format!("n_dims = {n_dims} must be >= 1")));
         }
+        if node_nf < 0 {
+            return Err(EgnnError::Config(format!(
+                "node_nf = {node_nf} must be >= 0"
+            )));
+        }
         let gnn = &path / "gnn";
         let hidden = config.hidden_nf;
         Ok(GnnDynamics {
-            embedding_in: Linear::new(&gnn / "embedding_in", 1 + n_dims, hidden),
+            embedding_in: Linear::new(&gnn / "embedding_in", 1 + n_dims + node_nf, hidden),
             layers: (0..config.n_layers)
                 .map(|l| GraphConv::new(&gnn / "layers" / l, hidden, config.attention))
                 .collect(),
-            embedding_out: Linear::new(&gnn / "embedding_out", hidden, n_dims),
+            embedding_out: Linear::new(&gnn / "embedding_out", hidden, n_dims + node_nf),
             n_dims,
+            node_nf,
             condition_time: config.condition_time,
         })
     }
@@ -127,7 +153,8 @@ impl GnnDynamics {
 
 impl Dynamics for GnnDynamics {
     /// Errors: [`EgnnError::Shape`] for positions that are not `[batch, nodes, n_dims]` fitting
-    /// the masks, or for node features (GNF dynamics move positions only).
+    /// the masks, or for node features that are not `[batch, nodes, node_nf]` (none when
+    /// `node_nf = 0`).
     fn velocity(
         &self,
         t: f64,
@@ -143,20 +170,43 @@ impl Dynamics for GnnDynamics {
                 got: size,
             });
         }
-        positions_only(h, "none (GNF dynamics move positions only)")?;
         masks.check_fits(x)?;
+        let features = match (h, self.node_nf) {
+            (None, 0) => None,
+            (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => Some(h),
+            (h, nf) => {
+                return Err(EgnnError::Shape {
+                    what: "node features",
+                    expected: if nf == 0 {
+                        "none (GNF dynamics over positions only)".into()
+                    } else {
+                        format!("[{}, {}, {nf}]", size[0], size[1])
+                    },
+                    got: h.map(|h| h.size()).unwrap_or_default(),
+                })
+            }
+        };
         let time = if self.condition_time { t } else { 1.0 };
         let time = Tensor::full([size[0], size[1], 1], time, (x.kind(), x.device()));
-        let mut h = self.embedding_in.forward(&Tensor::cat(&[&time, x], -1));
+        let input = match features {
+            Some(f) => Tensor::cat(&[&time, x, f], -1),
+            None => Tensor::cat(&[&time, x], -1),
+        };
+        let mut h = self.embedding_in.forward(&input);
         for layer in &self.layers {
             h = layer.forward(&h, masks);
         }
-        let v = self.embedding_out.forward(&h);
-        // Centred over the real nodes, exactly zero at padding.
+        let out = self.embedding_out.forward(&h); // [B, M, dims + node_nf]
+                                                  // Centred over the real nodes, exactly zero at padding.
         let node_mask = (!masks.all_real).then_some(&masks.node);
-        Ok(Velocity {
-            x: geometry::centre(&v, node_mask)?,
-            h: None,
-        })
+        let vx = geometry::centre(&out.narrow(-1, 0, self.n_dims), node_mask)?;
+        let vh = features.map(|_| {
+            let vh = out.narrow(-1, self.n_dims, self.node_nf);
+            match node_mask {
+                Some(m) => vh * m.unsqueeze(-1),
+                None => vh,
+            }
+        });
+        Ok(Velocity { x: vx, h: vh })
     }
 }

@@ -121,6 +121,105 @@ fn gnf_velocity_is_centred_and_padding_changes_nothing() {
     assert!(moved < 1e-14 * scale && pad == 0.0, "{moved} {pad}");
 }
 
+/// GNF dynamics over positions and `nf` node features (the QM9 baselines), f64, parameters
+/// drawn from N(0, 0.2^2).
+fn gnf_with_features(nf: i64, seed: i64) -> (VarStore, GnnDynamics) {
+    tch::manual_seed(seed);
+    let vs = var_store();
+    let d = GnnDynamics::with_features(vs.root(), &EgnnConfig::default(), 3, nf).unwrap();
+    randomise_parameters(&vs, 0.2);
+    (vs, d)
+}
+
+#[test]
+fn gnf_over_features_is_permutation_but_not_rotation_equivariant_and_masks_padding() {
+    let _rng = geometry::testing::seeded(65);
+    let nf = 6;
+    let (_vs, d) = gnf_with_features(nf, 66);
+    tch::manual_seed(67);
+    let input = Graphs {
+        features: Some(Tensor::randn([2, 5, nf], F64)),
+        ..graphs(2, 5, 3, 67)
+    };
+    let (full, permutations) = transforms(5, 3, 68);
+    let d = &d;
+    let part = |take_x: bool| {
+        move |g: &Graphs| -> Result<Tensor, EgnnError> {
+            let masks = Masks::from_node_mask(&g.node_mask);
+            let v = d.velocity(0.4, &g.positions, g.features.as_ref(), &masks)?;
+            Ok(if take_x {
+                v.x
+            } else {
+                v.h.expect("feature velocity")
+            })
+        }
+    };
+    for g in &permutations {
+        for (take_x, cov) in [
+            (true, Covariance::Vector),
+            (false, Covariance::NodeFeatures),
+        ] {
+            let r = max_deviation(part(take_x), &input, g, cov).unwrap();
+            assert!(r.max_abs_output > 1e-2, "{r:?}");
+            // Permuting only reorders the same sums: f64 round-off.
+            assert!(r.max_abs_deviation < 1e-12 * r.max_abs_output, "{r:?}");
+        }
+    }
+    // Rotations and translations change both parts by O(1): the check must see it.
+    for g in &full {
+        let r = max_deviation(part(true), &input, g, Covariance::Vector).unwrap();
+        assert!(r.max_abs_deviation > 1e-2 * r.max_abs_output, "{r:?}");
+    }
+    // Padding: a padded copy of graph 0 (two extra nodes holding junk) gives the same velocity
+    // on the real nodes, centred over them, and exactly zero at the padded ones.
+    let x = input.positions.narrow(0, 0, 1);
+    let h = input.features.as_ref().unwrap().narrow(0, 0, 1);
+    let alone = d
+        .velocity(
+            0.4,
+            &x,
+            Some(&h),
+            &Masks::full(1, 5, Kind::Double, Device::Cpu),
+        )
+        .unwrap();
+    let junk = Tensor::randn([1, 2, 3], F64) * 7.0;
+    let junk_h = Tensor::randn([1, 2, nf], F64) * 7.0;
+    let node_mask = Tensor::cat(&[Tensor::ones([1, 5], F64), Tensor::zeros([1, 2], F64)], 1);
+    let padded = d
+        .velocity(
+            0.4,
+            &Tensor::cat(&[&x, &junk], 1),
+            Some(&Tensor::cat(&[&h, &junk_h], 1)),
+            &Masks::from_node_mask(&node_mask),
+        )
+        .unwrap();
+    let vh = padded.h.unwrap();
+    let scale = alone.x.abs().max().double_value(&[]);
+    let dx = (padded.x.narrow(1, 0, 5) - &alone.x)
+        .abs()
+        .max()
+        .double_value(&[]);
+    let dh = (vh.narrow(1, 0, 5) - alone.h.unwrap())
+        .abs()
+        .max()
+        .double_value(&[]);
+    assert!(dx < 1e-12 * scale && dh < 1e-12 * scale, "{dx} {dh}");
+    assert_eq!(padded.x.narrow(1, 5, 2).abs().max().double_value(&[]), 0.0);
+    assert_eq!(vh.narrow(1, 5, 2).abs().max().double_value(&[]), 0.0);
+    let com = alone.x.sum_dim_intlist(&[1i64][..], false, Kind::Double);
+    assert!(com.abs().max().double_value(&[]) < 1e-12 * scale);
+    // Features of the wrong width, or none, are typed errors.
+    let masks = Masks::full(1, 5, Kind::Double, Device::Cpu);
+    assert!(matches!(
+        d.velocity(0.4, &x, None, &masks),
+        Err(EgnnError::Shape { .. })
+    ));
+    assert!(matches!(
+        d.velocity(0.4, &x, Some(&h.narrow(-1, 0, 5)), &masks),
+        Err(EgnnError::Shape { .. })
+    ));
+}
+
 #[test]
 fn simple_dynamics_are_equivariant() {
     let _rng = geometry::testing::seeded(71);
