@@ -3,6 +3,7 @@
 //! the value is invariant to rotations, reflections, translations and permutations of its atoms.
 
 use egnn::Masks;
+use experiments::config::FlowMethod;
 use experiments::qm9::{Qm9Batch, Qm9Model, Qm9ModelConfig};
 use flow::{GradientMode, NodeCountDistribution, Probes};
 use ode::OdeSolver;
@@ -65,8 +66,16 @@ fn batch(ms: &[&Molecule]) -> (Qm9Batch, Tensor) {
 /// depth 2 (the masking and training code is the same, the tests 20 times cheaper), in f64, with
 /// dopri5 at `tol`.
 fn small_model(tol: f64) -> Qm9Model {
+    small_model_of(FlowMethod::Enf, tol)
+}
+
+/// [`small_model`] with the dynamics of `method` (E-NF or a GNF baseline).
+fn small_model_of(method: FlowMethod, tol: f64) -> Qm9Model {
     let nodes = NodeCountDistribution::from_histogram(&[0, 0, 0, 1, 1, 2, 3]).unwrap();
-    let mut config = Qm9ModelConfig::default();
+    let mut config = Qm9ModelConfig {
+        method,
+        ..Qm9ModelConfig::default()
+    };
     config.egnn.hidden_nf = 16;
     config.egnn.n_layers = 2;
     config.dequantizer_egnn.hidden_nf = 16;
@@ -78,9 +87,28 @@ fn small_model(tol: f64) -> Qm9Model {
 }
 
 fn model() -> Qm9Model {
-    let model = small_model(1e-9);
+    model_of(FlowMethod::Enf)
+}
+
+/// A [`small_model_of`] `method` at dopri5 1e-9 with parameters drawn from N(0, 0.1^2) (ActNorm
+/// still uninitialised).
+fn model_of(method: FlowMethod) -> Qm9Model {
+    let model = small_model_of(method, 1e-9);
     egnn::testing::randomise_parameters(&model.vs, 0.1);
     model
+}
+
+/// Initialises the model's ActNorm (if any) from the batch of `ms` with their noise.
+fn init_actnorm(model: &Qm9Model, ms: &[&Molecule]) {
+    if let Some(actnorm) = &model.actnorm {
+        let (init, noise) = batch(ms);
+        let v = model
+            .dequantizer
+            .forward_with_noise(&init.x, &init.one_hot, &init.charges, &init.masks, &noise)
+            .unwrap()
+            .v;
+        actnorm.initialize(&init.x, &v, &init.masks.node).unwrap();
+    }
 }
 
 fn log_p(model: &Qm9Model, ms: &[&Molecule]) -> Vec<f64> {
@@ -96,15 +124,7 @@ fn padded_batches_and_e3_transformations_leave_each_log_likelihood_unchanged() {
     let _guard = geometry::testing::seeded(21);
     let model = model();
     let (a, b, c) = (molecule(3), molecule(6), molecule(5));
-    if let Some(actnorm) = &model.actnorm {
-        let (init, noise) = batch(&[&a, &b, &c]);
-        let v = model
-            .dequantizer
-            .forward_with_noise(&init.x, &init.one_hot, &init.charges, &init.masks, &noise)
-            .unwrap()
-            .v;
-        actnorm.initialize(&init.x, &v, &init.masks.node).unwrap();
-    }
+    init_actnorm(&model, &[&a, &b, &c]);
     let together = log_p(&model, &[&a, &b, &c]);
     let alone: Vec<f64> = [&a, &b, &c]
         .iter()
@@ -161,6 +181,48 @@ fn padded_batches_and_e3_transformations_leave_each_log_likelihood_unchanged() {
         "bent {bent_lp} vs {}",
         alone[1]
     );
+}
+
+#[test]
+fn a_gnf_baseline_is_padding_translation_and_permutation_invariant_but_not_rotation_invariant() {
+    let _guard = geometry::testing::seeded(23);
+    let model = model_of(FlowMethod::GnfAtt);
+    assert!(model
+        .vs
+        .variables()
+        .keys()
+        .any(|k| k.starts_with("dynamics.gnn.")));
+    let (a, b, c) = (molecule(3), molecule(6), molecule(5));
+    init_actnorm(&model, &[&a, &b, &c]);
+    let together = log_p(&model, &[&a, &b, &c]);
+    for (m, t) in [&a, &b, &c].iter().zip(&together) {
+        let alone = log_p(&model, &[m])[0];
+        assert!(
+            t.is_finite() && (t - alone).abs() < 1e-6,
+            "padded {t} vs alone {alone}"
+        );
+    }
+    let perm = Tensor::from_slice(&[4i64, 2, 0, 5, 1, 3]);
+    let shift = Tensor::from_slice(&[3.0f64, -2.0, 0.5]);
+    let permuted = Molecule {
+        x: (&b.x + &shift).index_select(0, &perm),
+        one_hot: b.one_hot.index_select(0, &perm),
+        z: b.z.index_select(0, &perm),
+        noise: b.noise.index_select(0, &perm),
+    };
+    let lp = log_p(&model, &[&permuted])[0];
+    assert!((lp - together[1]).abs() < 1e-6, "{lp} vs {}", together[1]);
+    // A rotation about the centre changes a GNF's value (its dynamics see raw coordinates).
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(8);
+    let q = geometry::random_rotation_batch(1, 3, &mut rng).squeeze_dim(0);
+    let rotated = Molecule {
+        x: b.x.matmul(&q.tr()),
+        one_hot: b.one_hot.shallow_clone(),
+        z: b.z.shallow_clone(),
+        noise: b.noise.shallow_clone(),
+    };
+    let lp = log_p(&model, &[&rotated])[0];
+    assert!((lp - together[1]).abs() > 1e-4, "{lp} vs {}", together[1]);
 }
 
 #[test]

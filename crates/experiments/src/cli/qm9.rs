@@ -320,7 +320,11 @@ pub struct TrainArgs {
     /// Learning rate (args.json of the pretrained model: 2e-4).
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
-    /// EGNN layers and width of the dynamics (the paper: 6 x 64).
+    /// The flow's dynamics: enf (EGNN, the default) or the paper's QM9 baselines gnf_att,
+    /// gnf_att_aug (a GNN over [t, x, h]; -aug trains on randomly rotated molecules), or gnf.
+    #[arg(long, default_value = "enf")]
+    pub method: experiments::config::FlowMethod,
+    /// Layers and width of the dynamics' network (the paper: 6 x 64).
     #[arg(long, default_value_t = 6)]
     pub n_layers: i64,
     /// Hidden features of the dynamics.
@@ -334,7 +338,7 @@ pub struct TrainArgs {
     pub threads: i32,
 }
 
-/// `enf qm9-train`: trains (or resumes) a QM9 E-NF, printing every step.
+/// `enf qm9-train`: trains (or resumes) a QM9 E-NF or GNF baseline, printing every step.
 pub fn train(args: &TrainArgs) -> Result<()> {
     use experiments::qm9::run::{train_qm9, Qm9RunConfig};
     if args.threads > 0 {
@@ -353,6 +357,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
     if args.adjoint {
         config.train.gradients = experiments::config::GradientMethod::Adjoint;
     }
+    config.model.method = args.method;
     config.model.egnn.n_layers = args.n_layers;
     config.model.egnn.hidden_nf = args.hidden_nf;
     let start = std::time::Instant::now();

@@ -99,6 +99,19 @@ impl Qm9Batch {
         })
     }
 
+    /// The batch with every molecule rotated about its centre by its own random rotation (Haar
+    /// on SO(3), [`crate::data::rotate_rows`]); atom types, masks and rows unchanged. The
+    /// GNF-attention-augmentation training augmentation.
+    pub fn randomly_rotated(&self, rng: &mut impl rand::Rng) -> Qm9Batch {
+        Qm9Batch {
+            x: crate::data::rotate_rows(&self.x, rng),
+            one_hot: self.one_hot.shallow_clone(),
+            charges: self.charges.shallow_clone(),
+            masks: Masks::from_node_mask(&self.masks.node),
+            rows: self.rows.clone(),
+        }
+    }
+
     /// Number of molecules.
     pub fn len(&self) -> usize {
         self.rows.len()

@@ -1,11 +1,13 @@
 //! The QM9 E-NF (E-NF paper, section 5.3; FACTS.md sections 1 and 2): dequantizer, ActNorm,
 //! the continuous flow over positions and features with EGNN dynamics, and the node-count
-//! distribution, composed into `log p(x, h, M)`.
+//! distribution, composed into `log p(x, h, M)`. The same model with GNF dynamics
+//! ([`egnn::GnnDynamics::with_features`]) is the paper's QM9 baselines (Table 2: GNF-attention,
+//! GNF-attention-augmentation).
 //!
 //! `log p(x, h, M) >= log p_Z(z_x) + log N(z_h) + log|det ActNorm| + integral of the trace
 //! - log q(v | x, h) + log p(M)` with `v` the dequantized features (FACTS.md section 1).
 
-use egnn::{EgnnConfig, EgnnDynamics, Masks};
+use egnn::{EgnnConfig, EgnnDynamics, GnnDynamics, Masks};
 use flow::dequantize::dequantizer_egnn_config;
 use flow::{
     ActNorm, CentredGaussian, Cnf, Dequantizer, DequantizerKind, GradientMode,
@@ -16,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use super::batch::Qm9Batch;
+use crate::config::FlowMethod;
 use crate::error::ExperimentError;
+use crate::model::FlowDynamics;
 pub use datasets::qm9::Molecule;
 
 /// Number of atom types (H, C, N, O, F): the one-hot part of the features.
@@ -45,7 +49,13 @@ pub struct FlowInputs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Qm9ModelConfig {
-    /// The dynamics' EGNN.
+    /// The flow's dynamics: [`FlowMethod::Enf`] (EGNN, the default) or one of the GNF methods
+    /// ([`FlowMethod::Gnf`], [`FlowMethod::GnfAtt`], [`FlowMethod::GnfAttAug`]: a GNN over
+    /// `[t, x, h]`, attention as the method says; -aug's rotations are the trainer's). Simple and
+    /// kernel dynamics move positions only and are refused.
+    pub method: FlowMethod,
+    /// The dynamics' network (hidden_nf, n_layers, attention, tanh, ... for the EGNN; hidden_nf,
+    /// n_layers and condition_time for a GNN).
     pub egnn: EgnnConfig,
     /// The dequantization scheme.
     pub dequantization: DequantizerKind,
@@ -58,6 +68,7 @@ pub struct Qm9ModelConfig {
 impl Default for Qm9ModelConfig {
     fn default() -> Self {
         Qm9ModelConfig {
+            method: FlowMethod::Enf,
             egnn: EgnnConfig {
                 hidden_nf: 64,
                 n_layers: 6,
@@ -89,7 +100,8 @@ pub struct Qm9LogLikelihood {
     pub stats: SolveStats,
 }
 
-/// The QM9 E-NF. Parameters in `vs` under `dequantizer.egnn.*`, `actnorm.*`, `dynamics.egnn.*`.
+/// The QM9 E-NF (or a GNF baseline). Parameters in `vs` under `dequantizer.egnn.*`, `actnorm.*`,
+/// `dynamics.egnn.*` (E-NF) or `dynamics.gnn.*` (GNF methods).
 pub struct Qm9Model {
     /// The parameters.
     pub vs: nn::VarStore,
@@ -98,7 +110,7 @@ pub struct Qm9Model {
     /// The ActNorm, if configured.
     pub actnorm: Option<ActNorm>,
     /// The flow over `[x, h]`.
-    pub flow: Cnf<EgnnDynamics>,
+    pub flow: Cnf<FlowDynamics>,
     /// p(M).
     pub node_counts: NodeCountDistribution,
     /// The configuration it was built from.
@@ -138,8 +150,29 @@ impl Qm9Model {
         let actnorm = config
             .actnorm
             .then(|| ActNorm::new(&(&root / "actnorm"), QM9_NODE_NF));
-        let dynamics = EgnnDynamics::new(&root / "dynamics", &config.egnn, QM9_NODE_NF)
-            .map_err(|e| model_err(e.to_string()))?;
+        let path = &root / "dynamics";
+        let gnn = |attention: bool| {
+            let egnn = EgnnConfig {
+                attention,
+                ..config.egnn.clone()
+            };
+            GnnDynamics::with_features(path.clone(), &egnn, 3, QM9_NODE_NF).map(FlowDynamics::Gnn)
+        };
+        let dynamics = match config.method {
+            FlowMethod::Enf => {
+                EgnnDynamics::new(path.clone(), &config.egnn, QM9_NODE_NF).map(FlowDynamics::Enf)
+            }
+            FlowMethod::Gnf => gnn(false),
+            FlowMethod::GnfAtt | FlowMethod::GnfAttAug => gnn(true),
+            m @ (FlowMethod::SimpleDynamics | FlowMethod::KernelDynamics) => {
+                return Err(model_err(format!(
+                    "{} moves positions only; a QM9 flow over positions and atom types needs \
+                     E-NF or a GNF method",
+                    m.paper_name()
+                )))
+            }
+        }
+        .map_err(|e| model_err(e.to_string()))?;
         Ok(Qm9Model {
             vs,
             dequantizer,

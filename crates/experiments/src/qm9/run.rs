@@ -209,7 +209,15 @@ pub fn train_qm9(
                 .wrapping_add(step as u64)) as i64,
         );
         let (epoch, batch_rows) = batch_rows(&rows, config, step);
-        let batch = Qm9Batch::gather(ds, &batch_rows, Kind::Float, tch::Device::Cpu)?;
+        let mut batch = Qm9Batch::gather(ds, &batch_rows, Kind::Float, tch::Device::Cpu)?;
+        if config.model.method.augments_rotations() {
+            // Keyed by seed and step alone, so a resumed run draws the same rotations.
+            let key = config
+                .seed
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(step as u64);
+            batch = batch.randomly_rotated(&mut rand::rngs::StdRng::seed_from_u64(key));
+        }
         let r = qm9_train_step(&model, &mut opt, &mut clipper, &batch, &config.train)?;
         let line = Qm9StepLine {
             step: step + 1,

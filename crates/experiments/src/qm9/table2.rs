@@ -7,8 +7,9 @@
 //! 1,000 samples (about 30 minutes on 2 cores); `--full` the whole test split (13,083 molecules)
 //! with the Hutchinson trace, 100 with the exact trace, and 10,000 samples as the paper (about 6
 //! hours here).
-//! The GNF-attention rows need QM9-trained GNF models, which this project does not train yet:
-//! they are listed with the paper's numbers only.
+//! The GNF-attention rows need QM9-trained GNF models (`enf qm9-train --method gnf_att` or
+//! `gnf_att_aug`, [`crate::qm9::Qm9ModelConfig::method`]); no profile trains them yet, so they
+//! are listed with the paper's numbers only.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -284,14 +285,16 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
     let rows = vec![
         Table2Row {
             method: "GNF-attention".into(),
-            source: "not run: QM9 GNF models are not trained by this project yet".into(),
+            source: "not run: no trained model in this profile (train one with \
+                     `enf qm9-train --method gnf_att`)"
+                .into(),
             nll: None,
             stability: None,
             paper: (Some(-28.2), 0.72, 0.003),
         },
         Table2Row {
             method: "GNF-attention-augmentation".into(),
-            source: "not run: as above".into(),
+            source: "not run: as above (`enf qm9-train --method gnf_att_aug`)".into(),
             nll: None,
             stability: None,
             paper: (Some(-29.3), 0.75, 0.005),
