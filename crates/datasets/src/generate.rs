@@ -167,19 +167,7 @@ pub fn ensure_dataset_with(
     let path = path.as_ref();
     if path.exists() {
         if let Ok(ds) = ParticleDataset::read(path) {
-            if ds.system != system.name()
-                || ds.n_particles != system.n_particles()
-                || ds.n_dims != system.n_dims()
-            {
-                return Err(DatasetError::SystemMismatch {
-                    path: path.to_path_buf(),
-                    expected: system.name().into(),
-                    found: format!(
-                        "{} ({} particles in {}D)",
-                        ds.system, ds.n_particles, ds.n_dims
-                    ),
-                });
-            }
+            check_system(&ds, path, system)?;
             match &ds.source {
                 Source::Metropolis { config: stored, .. } if stored != config => {
                     return Err(DatasetError::SettingsMismatch {
@@ -196,6 +184,38 @@ pub fn ensure_dataset_with(
     let ds = generate(system, config)?;
     ds.write(path)?;
     Ok(ds)
+}
+
+/// Reads the data set of `system` in `path` whatever generated it (this project's sampler with
+/// any settings, an import, another tool): for a file the user chose, unlike
+/// [`ensure_dataset_with`], which insists on its settings.
+///
+/// # Errors
+/// As [`ParticleDataset::read`] (a missing, truncated or invalid file names `path`);
+/// [`DatasetError::SystemMismatch`] when the file holds another system.
+pub fn read_dataset(path: impl AsRef<Path>, system: System) -> Result<ParticleDataset> {
+    let path = path.as_ref();
+    let ds = ParticleDataset::read(path)?;
+    check_system(&ds, path, system)?;
+    Ok(ds)
+}
+
+/// [`DatasetError::SystemMismatch`] unless `ds` (read from `path`) holds `system`.
+fn check_system(ds: &ParticleDataset, path: &Path, system: System) -> Result<()> {
+    if ds.system != system.name()
+        || ds.n_particles != system.n_particles()
+        || ds.n_dims != system.n_dims()
+    {
+        return Err(DatasetError::SystemMismatch {
+            path: path.to_path_buf(),
+            expected: system.name().into(),
+            found: format!(
+                "{} ({} particles in {}D)",
+                ds.system, ds.n_particles, ds.n_dims
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The sampler settings in which `stored` differs from `requested`, as

@@ -41,7 +41,7 @@ pub use energy::{DoubleWell, Energy, LennardJones};
 pub use error::{DatasetError, Result, IN_MEMORY};
 pub use generate::{
     default_config, default_dw4_config, default_lj13_config, ensure_dataset, ensure_dataset_with,
-    generate,
+    generate, read_dataset,
 };
 pub use h5::FORMAT_VERSION;
 pub use mcmc::{metropolis, MetropolisConfig, Samples};

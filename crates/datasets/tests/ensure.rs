@@ -61,12 +61,37 @@ fn generates_writes_then_loads() {
     }
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
+    // read_dataset takes the file whatever drew it; of another system it refuses.
+    assert_eq!(datasets::read_dataset(&path, System::Dw4).unwrap(), made);
+    assert!(matches!(
+        datasets::read_dataset(&path, System::Lj13),
+        Err(DatasetError::SystemMismatch { .. })
+    ));
+
     // A file of another system is an error and stays untouched.
     assert!(matches!(
         ensure_dataset_with(&path, System::Lj13, &other),
         Err(DatasetError::SystemMismatch { .. })
     ));
     assert_eq!(std::fs::read(&path).unwrap(), before);
+}
+
+#[test]
+fn imported_samples_are_used_whatever_the_requested_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dw4.h5");
+    let generated = generate(System::Dw4, &small_config()).unwrap();
+    let imported = ParticleDataset {
+        source: Source::Imported {
+            file_name: "train_split_DW4.npy".into(),
+        },
+        ..generated
+    };
+    imported.write(&path).unwrap();
+    assert_eq!(
+        ensure_dataset_with(&path, System::Dw4, &default_dw4_config()).unwrap(),
+        imported
+    );
 }
 
 #[test]

@@ -16,7 +16,9 @@ pub use datasets::System;
 pub struct DataConfig {
     /// The particle system.
     pub system: System,
-    /// HDF5 file; generated on first use if missing. Default: `data/<system>.h5`.
+    /// HDF5 file; generated on first use if missing. Default: `data/<system>.h5` (this project's
+    /// own data, refused if an older version drew it with other settings); any other existing
+    /// file is used as it is ([`RunConfig::load_dataset`]).
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Training samples: the first `n_train` of the training split (FACTS.md 2).
@@ -31,7 +33,8 @@ pub struct DataConfig {
     pub n_test: Option<usize>,
 }
 
-/// The flow's dynamics: E-NF or one of the paper's Table 1 baselines (FACTS.md section 3).
+/// The flow's dynamics: E-NF or one of the paper's baselines (FACTS.md section 3; the GNF
+/// methods also on QM9, Table 2, [`crate::qm9::Qm9ModelConfig::method`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum FlowMethod {
@@ -88,7 +91,8 @@ impl FlowMethod {
         }
     }
 
-    /// Whether training rotates every sample of a batch by a random orthogonal matrix.
+    /// Whether training rotates every sample of a batch by its own random rotation (Haar on
+    /// SO(n), [`geometry::random_rotation_batch`]): GNF-att-aug.
     pub fn augments_rotations(self) -> bool {
         self == FlowMethod::GnfAttAug
     }
@@ -472,6 +476,34 @@ impl RunConfig {
         self.data
             .path
             .clone()
-            .unwrap_or_else(|| data_dir.join(format!("{}.h5", self.data.system.file_stem())))
+            .unwrap_or_else(|| self.default_data_path(data_dir))
+    }
+
+    /// The project's own data file of the run's system in `data_dir`: `<data_dir>/<stem>.h5`.
+    fn default_data_path(&self, data_dir: &Path) -> PathBuf {
+        data_dir.join(format!("{}.h5", self.data.system.file_stem()))
+    }
+
+    /// The run's data set ([`RunConfig::data_path`]). The project's own file
+    /// (`<data_dir>/<stem>.h5`) and any missing file go through [`datasets::ensure_dataset`]:
+    /// generated with this version's settings on first use, refused when it holds samples drawn
+    /// with other settings. Any other existing file is the user's choice and is read as it is
+    /// ([`datasets::read_dataset`]: imported samples, or samples drawn with other settings).
+    ///
+    /// Errors: [`ExperimentError::Data`] naming the file (unreadable, another system, settings
+    /// that differ from this version's for the project's own file).
+    pub fn load_dataset(
+        &self,
+        data_dir: &Path,
+    ) -> Result<datasets::ParticleDataset, ExperimentError> {
+        let path = self.data_path(data_dir);
+        let system = self.data.system;
+        Ok(
+            if path == self.default_data_path(data_dir) || !path.exists() {
+                datasets::ensure_dataset(&path, system)?
+            } else {
+                datasets::read_dataset(&path, system)?
+            },
+        )
     }
 }

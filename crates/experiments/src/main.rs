@@ -292,7 +292,8 @@ fn main() -> Result<()> {
         } => {
             let cfg = RunConfig::from_file(&config)?;
             let path = cfg.data_path(&data_dir);
-            let dataset = ensure_dataset(&path, cfg.data.system)
+            let dataset = cfg
+                .load_dataset(&data_dir)
                 .with_context(|| format!("data set {}", path.display()))?;
             let result = train(&cfg, &dataset, &run_dir, true)?;
             println!("{}", result.summary());
@@ -484,7 +485,7 @@ fn evaluate_run(
     if cfg.training.threads > 0 {
         tch::set_num_threads(cfg.training.threads as i32);
     }
-    let dataset = ensure_dataset(cfg.data_path(data_dir), cfg.data.system)?;
+    let dataset = cfg.load_dataset(data_dir)?;
     let device = cfg.training.device.device()?;
     let mut model = EnfModel::for_run(&cfg, device)?;
     let meta = checkpoint::load(&mut model.vs, &run_dir.join(file))?;

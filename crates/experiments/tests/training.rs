@@ -92,6 +92,33 @@ fn configuration_errors_name_the_key() {
 }
 
 #[test]
+fn a_chosen_data_file_is_read_as_it_is_but_the_default_one_must_have_current_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    // Samples drawn with other settings than this version's defaults.
+    let custom = dir.path().join("custom.h5");
+    small_dw4().write(&custom).unwrap();
+    let mut config = small_config(1);
+    config.data.path = Some(custom.clone());
+    let read = config.load_dataset(dir.path()).unwrap();
+    assert_eq!(read, small_dw4());
+    // The same file as the project's own data/dw4.h5 is refused, naming the settings, and is
+    // left as it was.
+    let default = dir.path().join("dw4.h5");
+    std::fs::copy(&custom, &default).unwrap();
+    config.data.path = None;
+    match config.load_dataset(dir.path()) {
+        Err(ExperimentError::Data(e @ datasets::DatasetError::SettingsMismatch { .. })) => {
+            assert!(e.to_string().contains("n_chains 100 -> 1000"), "{e}");
+        }
+        other => panic!("expected a settings mismatch, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&default).unwrap(),
+        std::fs::read(&custom).unwrap()
+    );
+}
+
+#[test]
 fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint() {
     let _rng = geometry::testing::seeded(1);
     let dir = tempfile::tempdir().unwrap();
