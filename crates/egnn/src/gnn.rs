@@ -196,8 +196,8 @@ impl Dynamics for GnnDynamics {
         for layer in &self.layers {
             h = layer.forward(&h, masks);
         }
-        let out = self.embedding_out.forward(&h); // [B, M, dims + node_nf]
-                                                  // Centred over the real nodes, exactly zero at padding.
+        // [B, M, dims + node_nf]; v_x centred over the real nodes, both parts zero at padding.
+        let out = self.embedding_out.forward(&h);
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let vx = geometry::centre(&out.narrow(-1, 0, self.n_dims), node_mask)?;
         let vh = features.map(|_| {

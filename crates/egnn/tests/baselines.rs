@@ -167,8 +167,13 @@ fn gnf_over_features_is_permutation_but_not_rotation_equivariant_and_masks_paddi
     }
     // Rotations and translations change both parts by O(1): the check must see it.
     for g in &full {
-        let r = max_deviation(part(true), &input, g, Covariance::Vector).unwrap();
-        assert!(r.max_abs_deviation > 1e-2 * r.max_abs_output, "{r:?}");
+        for (take_x, cov) in [
+            (true, Covariance::Vector),
+            (false, Covariance::NodeFeatures),
+        ] {
+            let r = max_deviation(part(take_x), &input, g, cov).unwrap();
+            assert!(r.max_abs_deviation > 1e-2 * r.max_abs_output, "{r:?}");
+        }
     }
     // Padding: a padded copy of graph 0 (two extra nodes holding junk) gives the same velocity
     // on the real nodes, centred over them, and exactly zero at the padded ones.

@@ -65,10 +65,10 @@ impl TensorBatch {
     }
 }
 
-/// Positions `x [batch, nodes, n]` with each graph rotated by its own random rotation about the
+/// Positions `x [batch, nodes, n]` (a rank-3 tensor: callers pass a batch's positions) with each graph rotated by its own random rotation about the
 /// origin (Haar on SO(n), [`geometry::random_rotation_batch`]): `x_b Q_b^T`, in `x`'s kind and
 /// device. Zero rows (padding) stay zero; centred graphs stay centred.
-pub fn rotate_rows(x: &Tensor, rng: &mut impl rand::Rng) -> Tensor {
+pub(crate) fn rotate_rows(x: &Tensor, rng: &mut impl rand::Rng) -> Tensor {
     let size = x.size();
     let q = geometry::random_rotation_batch(size[0], size[2], rng)
         .to_kind(x.kind())

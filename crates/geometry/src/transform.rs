@@ -38,6 +38,10 @@ pub fn random_orthogonal_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor
 /// Haar-distributed rotation). Returns `[batch, n, n]` f64 on the CPU, every determinant +1.
 /// The GNF-att-aug training augmentation rotates each graph's positions (rows) by `x Q_b^T`.
 pub fn random_rotation_batch(batch: i64, n: i64, rng: &mut impl Rng) -> Tensor {
+    if n < 1 {
+        // No dimensions: nothing to rotate (and nothing drawn).
+        return Tensor::zeros([batch.max(0), 0, 0], (Kind::Double, Device::Cpu));
+    }
     let q = random_orthogonal_batch(batch, n, rng);
     // Column signs [det, 1, ..., 1]: negating the first column of a reflection rotates.
     let det_sign = Tensor::linalg_det(&q).sign(); // [batch], +-1
@@ -162,6 +166,35 @@ impl Transform {
 mod tests {
     use super::*;
     use rand::{rngs::StdRng, SeedableRng};
+
+    #[test]
+    fn random_rotations_are_proper_orthogonal_and_reuse_the_haar_draws() {
+        for n in [2, 3] {
+            let q = random_rotation_batch(64, n, &mut StdRng::seed_from_u64(8));
+            let eye = Tensor::eye(n, (Kind::Double, Device::Cpu));
+            let err = (q.matmul(&q.transpose(-2, -1)) - eye)
+                .abs()
+                .max()
+                .double_value(&[]);
+            assert!(err < 1e-12, "Q Q^T - I = {err}");
+            let det = Tensor::linalg_det(&q);
+            assert!((det - 1.0).abs().max().double_value(&[]) < 1e-12);
+            // Column by column the Haar draw of the same generator state, the first column
+            // negated exactly where that draw was a reflection.
+            let o = random_orthogonal_batch(64, n, &mut StdRng::seed_from_u64(8));
+            let same = (q.narrow(2, 1, n - 1) - o.narrow(2, 1, n - 1)).abs().max();
+            assert_eq!(same.double_value(&[]), 0.0);
+            let flipped = Tensor::linalg_det(&o).lt(0.0);
+            assert!(
+                flipped.any().int64_value(&[]) == 1,
+                "some draws are reflections"
+            );
+        }
+        assert_eq!(
+            random_rotation_batch(3, 0, &mut StdRng::seed_from_u64(1)).size(),
+            [3, 0, 0]
+        );
+    }
 
     #[test]
     fn haar_matrices_are_orthogonal_and_include_reflections() {
