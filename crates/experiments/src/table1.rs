@@ -211,16 +211,17 @@ pub fn plan(options: &Table1Options) -> Result<Vec<PlannedRun>, ExperimentError>
             Profile::Full => vec![0, 1, 2],
         });
     for &system in &options.systems {
+        if reduced_protocol(FlowMethod::Enf, system).is_none() {
+            return Err(ExperimentError::Config {
+                key: "systems".into(),
+                message: format!("{system} is not a Table 1 system (see reproduce-table3)"),
+            });
+        }
         for method in FlowMethod::ALL
             .into_iter()
             .filter(|m| options.methods.contains(m))
         {
-            let Some((reduced_n, reduced_epochs)) = reduced_protocol(method, system) else {
-                return Err(ExperimentError::Config {
-                    key: "systems".into(),
-                    message: format!("{system} is not a Table 1 system (see reproduce-table3)"),
-                });
-            };
+            let (reduced_n, reduced_epochs) = reduced_protocol(method, system).unwrap_or((0, 0)); // checked above
             let sizes = options
                 .n_train
                 .clone()
@@ -552,8 +553,12 @@ mod tests {
         let default = plan(&options(Profile::Default, dir)).unwrap();
         assert_eq!(default.len(), 12);
         for run in &default {
-            let (n, epochs) =
-                reduced_protocol(run.config.model.method, run.config.data.system).unwrap();
+            let (n, epochs) = match (run.config.model.method, run.config.data.system) {
+                (FlowMethod::Enf, System::Dw4) => (1_000, 50),
+                (_, System::Dw4) => (1_000, 30),
+                (_, System::Lj13) => (1_000, 4),
+                (m, s) => panic!("{m:?} on {s:?} is not in the default profile"),
+            };
             assert_eq!(run.config.data.n_train, n);
             assert_eq!(run.config.training.epochs, epochs);
             assert_eq!(

@@ -96,8 +96,9 @@ fn epoch_seed(seed: u64, epoch: usize) -> i64 {
 }
 
 /// The generator of the random rotations of training step `step` of `epoch` (GNF-att-aug): a
-/// function of the seed and the step alone, so a resumed run draws the same rotations.
-fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng {
+/// function of the seed and the step alone, so a resumed run draws the same rotations. (QM9
+/// runs, which count steps rather than epochs, use epoch 0.)
+pub(crate) fn augmentation_rng(seed: u64, epoch: usize, step: usize) -> rand::rngs::StdRng {
     use rand::SeedableRng;
     let key = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)

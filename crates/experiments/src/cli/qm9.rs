@@ -104,6 +104,16 @@ fn load(args: &ModelArgs) -> Result<(Qm9Dataset, Qm9Model)> {
     Ok((ds, model))
 }
 
+/// "Paper (<method>): <figures>" for the model's method (its Table 2 row), or a note that the
+/// paper has no QM9 row for it.
+fn paper_note(model: &Qm9Model, figures: impl Fn((Option<f64>, f64, f64)) -> String) -> String {
+    let method = model.config.method;
+    match experiments::qm9::table2::paper_row(method) {
+        Some(row) => format!("Paper ({}): {}", method.paper_name(), figures(row)),
+        None => format!("(the paper has no QM9 row for {})", method.paper_name()),
+    }
+}
+
 fn write_json(path: &Path, value: &impl serde::Serialize) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     datasets::atomic::write_atomic(path, text.as_bytes())?;
@@ -169,7 +179,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
     println!(
         "QM9 {} split, {} molecules (seed {}), trace {:?}, rtol = atol = {}: NLL {:.2} +- {:.2} nats \
          (log p_Z {:.2}, log det {:.2}, log q {:.2}, log p(M) {:.2}); {:.1} NFE per batch; {:.0} s, \
-         {:.2} molecules/s. Paper (E-NF): -59.7",
+         {:.2} molecules/s. {}",
         args.split,
         eval.n_molecules,
         args.seed,
@@ -183,7 +193,11 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         eval.mean_log_p_m,
         eval.nfe_per_batch,
         eval.seconds,
-        eval.molecules_per_second
+        eval.molecules_per_second,
+        paper_note(&model, |(nll, _, _)| match nll {
+            Some(nll) => format!("{nll}"),
+            None => "-".into(),
+        })
     );
     if let Some(path) = &args.json {
         write_json(path, &eval)?;
@@ -201,7 +215,7 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
     bar.finish_and_clear();
     println!(
         "{} sampled molecules (seed {}): {:.1}% stable atoms, {:.1}% stable molecules, {} not \
-         finite; {:.1} NFE per batch; {:.0} s, {:.2} molecules/s. Paper (E-NF): 85% / 4.9%",
+         finite; {:.1} NFE per batch; {:.0} s, {:.2} molecules/s. {}",
         args.n,
         args.seed,
         100.0 * eval.stability.atom_fraction(),
@@ -209,7 +223,12 @@ pub fn sample(args: &SampleArgs) -> Result<()> {
         eval.non_finite,
         eval.nfe_per_batch,
         eval.seconds,
-        eval.molecules_per_second
+        eval.molecules_per_second,
+        paper_note(&model, |(_, atoms, molecules)| format!(
+            "{:.0}% / {:.1}%",
+            100.0 * atoms,
+            100.0 * molecules
+        ))
     );
     let finite_samples: Vec<_> = molecules
         .iter()

@@ -65,6 +65,34 @@ pub struct Qm9ModelConfig {
     pub actnorm: bool,
 }
 
+impl Qm9ModelConfig {
+    /// Checks that [`Qm9ModelConfig::method`] can move atom types as well as positions: E-NF or
+    /// a GNF method.
+    ///
+    /// Errors: [`ExperimentError::Config`] (key `model.method`) for simple and kernel dynamics.
+    pub fn check_method(&self) -> Result<(), ExperimentError> {
+        match self.method {
+            FlowMethod::Enf | FlowMethod::Gnf | FlowMethod::GnfAtt | FlowMethod::GnfAttAug => {
+                Ok(())
+            }
+            m @ (FlowMethod::SimpleDynamics | FlowMethod::KernelDynamics) => {
+                Err(Self::positions_only_method(m))
+            }
+        }
+    }
+
+    fn positions_only_method(method: FlowMethod) -> ExperimentError {
+        ExperimentError::Config {
+            key: "model.method".into(),
+            message: format!(
+                "{} moves positions only; a QM9 flow over positions and atom types needs enf, \
+                 gnf, gnf_att or gnf_att_aug",
+                method.name()
+            ),
+        }
+    }
+}
+
 impl Default for Qm9ModelConfig {
     fn default() -> Self {
         Qm9ModelConfig {
@@ -129,7 +157,9 @@ impl Qm9Model {
     /// Builds the model (parameters from libtorch's generator; ActNorm uninitialised) with
     /// `node_counts` = p(M) and the ODE solver `solver`, on `device`.
     ///
-    /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters.
+    /// Errors: [`ExperimentError::Model`] for invalid hyper-parameters;
+    /// [`ExperimentError::Config`] for a method that moves positions only
+    /// ([`Qm9ModelConfig::check_method`]).
     pub fn new(
         config: &Qm9ModelConfig,
         node_counts: NodeCountDistribution,
@@ -165,11 +195,7 @@ impl Qm9Model {
             FlowMethod::Gnf => gnn(false),
             FlowMethod::GnfAtt | FlowMethod::GnfAttAug => gnn(true),
             m @ (FlowMethod::SimpleDynamics | FlowMethod::KernelDynamics) => {
-                return Err(model_err(format!(
-                    "{} moves positions only; a QM9 flow over positions and atom types needs \
-                     E-NF or a GNF method",
-                    m.paper_name()
-                )))
+                return Err(Qm9ModelConfig::positions_only_method(m))
             }
         }
         .map_err(|e| model_err(e.to_string()))?;

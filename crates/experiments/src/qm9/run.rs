@@ -4,7 +4,7 @@
 //! `checkpoint_every` steps and at the end. Re-running the same configuration (with any number
 //! of steps) in the same directory resumes from the last checkpoint and computes what the
 //! uninterrupted run would have (batch order keyed by seed and epoch, libtorch's generator
-//! re-seeded at every step); a directory of another configuration is refused untouched.
+//! re-seeded at every step, GNF-att-aug's rotations keyed by seed and step); a directory of another configuration is refused untouched.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -148,6 +148,8 @@ pub fn train_qm9(
             message: "batch_size and checkpoint_every must be >= 1 and tol > 0".into(),
         });
     }
+    // Refused before anything is written, so the directory stays free for a valid run.
+    config.model.check_method()?;
     std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
     let config_path = run_dir.join(files::CONFIG);
     let text = serde_json::to_string_pretty(config).map_err(|e| ExperimentError::Config {
@@ -211,12 +213,8 @@ pub fn train_qm9(
         let (epoch, batch_rows) = batch_rows(&rows, config, step);
         let mut batch = Qm9Batch::gather(ds, &batch_rows, Kind::Float, tch::Device::Cpu)?;
         if config.model.method.augments_rotations() {
-            // Keyed by seed and step alone, so a resumed run draws the same rotations.
-            let key = config
-                .seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(step as u64);
-            batch = batch.randomly_rotated(&mut rand::rngs::StdRng::seed_from_u64(key));
+            let mut rng = crate::train::augmentation_rng(config.seed, 0, step);
+            batch = batch.randomly_rotated(&mut rng);
         }
         let r = qm9_train_step(&model, &mut opt, &mut clipper, &batch, &config.train)?;
         let line = Qm9StepLine {
