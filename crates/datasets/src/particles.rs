@@ -134,6 +134,26 @@ impl ParticleDataset {
         )
     }
 
+    /// SHA-256 (lowercase hex) of what a training run reads: the positions as little-endian
+    /// float32 in storage order, then the training, validation and test indices, each list as
+    /// its length and its entries in little-endian u64. Two data sets with the same digest
+    /// train, validate and test a run identically; provenance and energies are not included.
+    /// A run's result records it, so that a finished run is not reused on other data.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for p in &self.positions {
+            hasher.update(p.to_le_bytes());
+        }
+        for split in [&self.splits.train, &self.splits.val, &self.splits.test] {
+            hasher.update((split.len() as u64).to_le_bytes());
+            for &i in split {
+                hasher.update((i as u64).to_le_bytes());
+            }
+        }
+        crate::qm9::source::hex_digest(hasher)
+    }
+
     /// Number of samples N.
     pub fn len(&self) -> usize {
         self.positions

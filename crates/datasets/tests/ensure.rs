@@ -33,6 +33,21 @@ fn generates_writes_then_loads() {
     );
     assert!(matches!(&made.source, Source::Metropolis { config, .. } if config == &small_config()));
     assert_eq!(ParticleDataset::read(&path).unwrap(), made);
+    // The digest survives the file and sees the samples and the split, not the provenance.
+    let digest = made.digest();
+    assert_eq!(digest.len(), 64);
+    assert_eq!(ParticleDataset::read(&path).unwrap().digest(), digest);
+    let mut moved = made.clone();
+    moved.positions[0] += 1e-3;
+    assert_ne!(moved.digest(), digest);
+    let mut resplit = made.clone();
+    resplit.splits.train.swap(0, 1);
+    assert_ne!(resplit.digest(), digest);
+    let relabelled = ParticleDataset {
+        source: Source::Other("elsewhere".into()),
+        ..made.clone()
+    };
+    assert_eq!(relabelled.digest(), digest);
 
     // A second call with the same settings loads the file.
     assert_eq!(

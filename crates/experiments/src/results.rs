@@ -49,9 +49,34 @@ pub struct RunResult {
     pub wall_seconds: f64,
     /// The configuration.
     pub config: RunConfig,
+    /// [`datasets::ParticleDataset::digest`] of the data set the run trained and was evaluated
+    /// on; absent in results written before it was recorded (2026-11-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_digest: Option<String>,
 }
 
 impl RunResult {
+    /// Checks that this finished run (read from `path`) was trained on the data set whose
+    /// [`datasets::ParticleDataset::digest`] is `digest`; a result that records no digest
+    /// (written before digests were recorded) passes.
+    ///
+    /// Errors: [`ExperimentError::Config`] naming `path` and both digests when they differ (the
+    /// data file was regenerated or replaced since): the result is not reused, and left as it is.
+    pub fn check_data(&self, digest: &str, path: &Path) -> Result<(), ExperimentError> {
+        match &self.data_digest {
+            Some(d) if d != digest => Err(ExperimentError::Config {
+                key: path.display().to_string(),
+                message: format!(
+                    "holds a run finished on other data (digest {}...) than the data set now \
+                     holds ({}...); move the run directory away to train it again",
+                    &d[..d.len().min(12)],
+                    &digest[..digest.len().min(12)]
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the result as pretty JSON, atomically.
     ///
     /// Errors: [`ExperimentError::Io`].

@@ -410,18 +410,22 @@ pub fn reproduce(options: &Table1Options) -> Result<Table, ExperimentError> {
         .iter()
         .enumerate()
         .filter(|(i, _)| options.shard.is_none_or(|s| s.contains(*i)));
-    let mut datasets: Vec<(System, datasets::ParticleDataset)> = Vec::new();
+    // Each system's data set and its digest, loaded once.
+    let mut datasets: Vec<(System, datasets::ParticleDataset, String)> = Vec::new();
     for (_, run) in mine {
         let system = run.config.data.system;
-        if !datasets.iter().any(|(s, _)| *s == system) {
+        if !datasets.iter().any(|(s, _, _)| *s == system) {
             let path = run.config.data.path.clone().unwrap_or_default();
-            datasets.push((system, ensure_dataset(&path, system)?));
+            let dataset = ensure_dataset(&path, system)?;
+            let digest = dataset.digest();
+            datasets.push((system, dataset, digest));
         }
-        let Some((_, dataset)) = datasets.iter().find(|(s, _)| *s == system) else {
+        let Some((_, dataset, digest)) = datasets.iter().find(|(s, _, _)| *s == system) else {
             continue;
         };
         let result_path = run.run_dir.join(files::RESULT);
         if let Some(done) = finished(run, &result_path)? {
+            done.check_data(digest, &result_path)?;
             tracing::info!("finished already: {}", done.summary());
             continue;
         }
@@ -636,6 +640,7 @@ mod tests {
                 median_step_seconds: 0.5,
                 wall_seconds: 100.0,
                 config: run.config.clone(),
+                data_digest: None,
             };
             result.write(&run.run_dir.join(files::RESULT)).unwrap();
         }

@@ -560,11 +560,15 @@ pub fn reproduce(options: &Table3Options) -> Result<Table, ExperimentError> {
     let path = first.config.data.path.clone().unwrap_or_default();
     let dataset = ensure_dataset(&path, System::Qm9Positional)?;
     let data_histogram = data_distance_histogram(&dataset)?;
+    let digest = dataset.digest();
     for run in &runs {
         let result_path = run.run_dir.join(files::RESULT);
         let samples_path = run.run_dir.join(SAMPLES_FILE);
         let result = match finished(run, &result_path)? {
-            Some(done) => done,
+            Some(done) => {
+                done.check_data(&digest, &result_path)?;
+                done
+            }
             None => {
                 tracing::info!(
                     "training {} on QM9 positional, seed {}, {} molecules, {} epochs{} -> {}",

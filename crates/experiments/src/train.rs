@@ -528,6 +528,7 @@ pub fn train(
         median_step_seconds: median(step_seconds),
         wall_seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         config: config.clone(),
+        data_digest: Some(dataset.digest()),
     };
     result.write(&run_dir.join(files::RESULT))?;
     Ok(result)

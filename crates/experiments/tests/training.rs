@@ -45,6 +45,16 @@ fn a_short_run_writes_its_files_and_a_readable_result() {
     assert_eq!(read.train_steps, 4);
     assert!(read.test.nll.is_finite() && read.validation.nll.is_finite());
     assert_eq!(read.test.n_samples, 100);
+    // The result names the data it was trained on: reusable on the same data, not on others.
+    assert_eq!(read.data_digest, Some(ds.digest()));
+    let path = dir.path().join(files::RESULT);
+    read.check_data(&ds.digest(), &path).unwrap();
+    let other = common::small_dw4(4);
+    assert_ne!(other.digest(), ds.digest());
+    assert!(matches!(
+        read.check_data(&other.digest(), &path),
+        Err(ExperimentError::Config { .. })
+    ));
     let metrics = std::fs::read_to_string(dir.path().join(files::METRICS)).unwrap();
     let epochs: Vec<experiments::results::EpochMetrics> = metrics
         .lines()

@@ -77,11 +77,16 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
+    Ok(hex_digest(hasher))
+}
+
+/// The digest of `hasher` as lowercase hexadecimal (64 characters).
+pub(crate) fn hex_digest(hasher: Sha256) -> String {
+    hasher
         .finalize()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 /// Checks that `path` has the digest `expected`; on a mismatch the file is removed (a corrupt
