@@ -167,15 +167,21 @@ mod tests {
     use super::*;
     use rand::{rngs::StdRng, SeedableRng};
 
+    /// Largest entry of |Q Q^T - I| over a batch of matrices `[batch, n, n]`.
+    fn orthogonality_error(q: &Tensor) -> f64 {
+        let n = q.size()[2];
+        let eye = Tensor::eye(n, (Kind::Double, Device::Cpu));
+        (q.matmul(&q.transpose(-2, -1)) - eye)
+            .abs()
+            .max()
+            .double_value(&[])
+    }
+
     #[test]
     fn random_rotations_are_proper_orthogonal_and_reuse_the_haar_draws() {
         for n in [2, 3] {
             let q = random_rotation_batch(64, n, &mut StdRng::seed_from_u64(8));
-            let eye = Tensor::eye(n, (Kind::Double, Device::Cpu));
-            let err = (q.matmul(&q.transpose(-2, -1)) - eye)
-                .abs()
-                .max()
-                .double_value(&[]);
+            let err = orthogonality_error(&q);
             assert!(err < 1e-12, "Q Q^T - I = {err}");
             let det = Tensor::linalg_det(&q);
             assert!((det - 1.0).abs().max().double_value(&[]) < 1e-12);
@@ -200,11 +206,7 @@ mod tests {
     fn haar_matrices_are_orthogonal_and_include_reflections() {
         let mut rng = StdRng::seed_from_u64(7);
         let q = random_orthogonal_batch(64, 3, &mut rng);
-        let eye = Tensor::eye(3, (Kind::Double, Device::Cpu));
-        let err = (q.matmul(&q.transpose(-2, -1)) - eye)
-            .abs()
-            .max()
-            .double_value(&[]);
+        let err = orthogonality_error(&q);
         assert!(err < 1e-12, "Q Q^T - I = {err}");
         let det = Tensor::linalg_det(&q);
         let off = (det.abs() - 1.0).abs().max().double_value(&[]);
