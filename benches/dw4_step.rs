@@ -1,6 +1,9 @@
 //! criterion benchmarks of the E-NF core on DW4 (batch 100, dopri5 at rtol = atol = 1e-4):
 //! one training step (Hutchinson trace, backpropagation through the solver, AdamW) and one forward
-//! solve without gradients. The NFE of each are printed once before timing.
+//! solve without gradients. Hutchinson's estimate is computed both ways: `jvp` from the dynamics'
+//! forward-mode derivative `J eps` (the default), `vjp` from autograd's `eps^T J` (the
+//! reference's way, `Cnf::forward_mode_trace = false`). The NFE of each are printed once before
+//! timing.
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -12,59 +15,57 @@ use flow::{GradientMode, Noise, TraceEstimator};
 fn dw4(c: &mut Criterion) {
     let dataset = dw4_dataset();
     let batch = dw4_batch(&dataset, 100);
-    let (config, model) = dw4_model();
-    let (mut opt, restore) = optimiser_with_reset(&model);
     let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
     let mut group = c.benchmark_group("dw4");
     group.sample_size(20);
-    for workers in [1, 2] {
-        let mut config = config.clone();
-        config.training.workers = workers;
-        let (_, nfe) = experiments::train::train_step(
-            &model,
-            &mut opt,
-            &mut Default::default(),
-            &batch,
-            &config,
-            0,
-            0,
-        )
-        .unwrap();
-        eprintln!("DW4 training step, {workers} worker(s): {nfe} NFE per shard's forward solve");
-        group.bench_function(
-            format!("training_step_batch100_hutchinson_{workers}_workers"),
-            |b| {
-                b.iter(|| {
-                    restore();
-                    experiments::train::train_step(
-                        &model,
-                        &mut opt,
-                        &mut Default::default(),
-                        &batch,
-                        &config,
-                        0,
-                        0,
-                    )
-                    .unwrap()
-                })
-            },
-        );
-    }
-    restore();
-    let solve = |trace: TraceEstimator| {
-        model
-            .flow
-            .log_likelihood(&batch.positions, &batch.masks, trace, GradientMode::NoGrad)
-            .unwrap()
-    };
-    for (name, trace) in [("hutchinson", hutchinson), ("exact", TraceEstimator::Exact)] {
-        eprintln!(
-            "DW4 forward solve ({name} trace, no gradients): {} NFE",
-            solve(trace).1.nfe
-        );
-        group.bench_function(format!("forward_solve_batch100_{name}"), |b| {
-            b.iter(|| solve(trace))
-        });
+    for (mode, forward_mode_trace) in [("jvp", true), ("vjp", false)] {
+        let (config, mut model) = dw4_model();
+        model.flow.forward_mode_trace = forward_mode_trace;
+        let (mut opt, restore) = optimiser_with_reset(&model);
+        for workers in [1, 2] {
+            let mut config = config.clone();
+            config.training.workers = workers;
+            let mut step = || {
+                restore();
+                experiments::train::train_step(
+                    &model,
+                    &mut opt,
+                    &mut Default::default(),
+                    &batch,
+                    &config,
+                    0,
+                    0,
+                )
+                .unwrap()
+            };
+            let (_, nfe) = step();
+            eprintln!(
+                "DW4 training step ({mode}), {workers} worker(s): {nfe} NFE per shard's solve"
+            );
+            group.bench_function(
+                format!("training_step_batch100_hutchinson_{mode}_{workers}_workers"),
+                |b| b.iter(&mut step),
+            );
+        }
+        restore();
+        let solve = |trace: TraceEstimator| {
+            model
+                .flow
+                .log_likelihood(&batch.positions, &batch.masks, trace, GradientMode::NoGrad)
+                .unwrap()
+        };
+        // The exact trace does not use the forward-mode derivative: time it once.
+        let mut traces = vec![(format!("hutchinson_{mode}"), hutchinson)];
+        if forward_mode_trace {
+            traces.push(("exact".to_string(), TraceEstimator::Exact));
+        }
+        for (name, trace) in traces {
+            let nfe = solve(trace).1.nfe;
+            eprintln!("DW4 forward solve ({name} trace, no gradients): {nfe} NFE");
+            group.bench_function(format!("forward_solve_batch100_{name}"), |b| {
+                b.iter(|| solve(trace))
+            });
+        }
     }
     group.finish();
 }

@@ -8,6 +8,9 @@
 //! - an E-NF training step (the same solve, gradients, AdamW) with backpropagation through the
 //!   solver and with the adjoint method.
 //!
+//! The E-NF cases run twice: with Hutchinson's estimate by forward mode (`J eps`, the default) and
+//! with suffix `_vjp` by autograd's vector-Jacobian product (`eps^T J`, as torchdiffeq's script).
+//!
 //! Everything on one thread (`training.workers = 1`, one libtorch thread), from the models' seeded
 //! initialisation; parameters are reset before every timed step. NFE are printed once per case.
 
@@ -51,50 +54,57 @@ fn enf(c: &mut Criterion) {
     ] {
         let name = system.name().to_lowercase();
         let batch = reference_batch(system, file, 100);
-        let (mut config, model) = paper_model(system);
-        config.training.workers = 1;
-        let (mut opt, reset) = optimiser_with_reset(&model);
+        // Hutchinson's estimate by forward mode (the default) and, as the reference computes it,
+        // by autograd's vector-Jacobian product.
+        for (mode, forward_mode_trace) in [("", true), ("_vjp", false)] {
+            let (mut config, mut model) = paper_model(system);
+            model.flow.forward_mode_trace = forward_mode_trace;
+            config.training.workers = 1;
+            let (mut opt, reset) = optimiser_with_reset(&model);
 
-        let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
-        let forward = || {
-            tch::manual_seed(1);
-            model
-                .flow
-                .log_likelihood(
-                    &batch.positions,
-                    &batch.masks,
-                    hutchinson,
-                    GradientMode::NoGrad,
-                )
-                .unwrap()
-        };
-        eprintln!("{name} forward solve: {:?}", forward().1);
-        group.bench_function(format!("{name}_forward_solve_batch100"), |b| {
-            b.iter(forward)
-        });
-
-        for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
-            config.training.gradients = method;
-            let mut step = || {
-                reset();
+            let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
+            let forward = || {
                 tch::manual_seed(1);
-                experiments::train::train_step(
-                    &model,
-                    &mut opt,
-                    &mut Default::default(),
-                    &batch,
-                    &config,
-                    0,
-                    0,
-                )
-                .unwrap()
+                model
+                    .flow
+                    .log_likelihood(
+                        &batch.positions,
+                        &batch.masks,
+                        hutchinson,
+                        GradientMode::NoGrad,
+                    )
+                    .unwrap()
             };
-            eprintln!("{name} training step ({method:?}): {:.0} NFE", step().1);
-            group.bench_function(format!("{name}_training_step_batch100_{method:?}"), |b| {
-                b.iter(&mut step)
+            eprintln!("{name} forward solve{mode}: {:?}", forward().1);
+            group.bench_function(format!("{name}_forward_solve_batch100{mode}"), |b| {
+                b.iter(forward)
             });
+
+            for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
+                config.training.gradients = method;
+                let mut step = || {
+                    reset();
+                    tch::manual_seed(1);
+                    experiments::train::train_step(
+                        &model,
+                        &mut opt,
+                        &mut Default::default(),
+                        &batch,
+                        &config,
+                        0,
+                        0,
+                    )
+                    .unwrap()
+                };
+                eprintln!(
+                    "{name} training step ({method:?}{mode}): {:.0} NFE",
+                    step().1
+                );
+                let id = format!("{name}_training_step_batch100_{method:?}{mode}");
+                group.bench_function(id, |b| b.iter(&mut step));
+            }
+            reset();
         }
-        reset();
     }
     group.finish();
 }

@@ -101,9 +101,6 @@ impl EquivariantConv {
     /// - `radial`: `||x_i - x_j||^2` as `[batch, nodes, nodes - 1, 1]` if the caller already has it.
     ///
     /// Returns `(h', x')` of the same shapes; padded nodes keep zero features and their positions.
-    // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op, which would overwrite
-    // values autograd saved for the backward pass.
-    #[allow(clippy::assign_op_pattern)]
     pub fn forward(
         &self,
         h: &Tensor,
@@ -112,39 +109,113 @@ impl EquivariantConv {
         radial: Option<&Tensor>,
         masks: &Masks,
     ) -> (Tensor, Tensor) {
-        let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]: x_i - x_j
+        let (h, x, _) = self.forward_jvp(h, x, edge_attr, radial, masks, &Tangents::default());
+        (h, x)
+    }
+
+    /// [`EquivariantConv::forward`] with forward-mode differentiation: also returns the
+    /// directional derivative of `(h', x')` along `tangents` of the inputs (`h`, `x`, `edge_attr`
+    /// shaped as they are; `None` is a zero tangent and costs nothing). The tangents are built from
+    /// ordinary differentiable tensor operations, so autograd can differentiate them once more: a
+    /// Jacobian-vector product needs no second backward pass.
+    ///
+    /// Returns `(h', x', tangents')`; `tangents'.edge_attr` is the input's (the attributes do not
+    /// change between layers). `radial`, when given, must be the squared distances of `x`.
+    // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op, which would overwrite
+    // values autograd saved for the backward pass.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn forward_jvp(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge_attr: Option<&Tensor>,
+        radial: Option<&Tensor>,
+        masks: &Masks,
+        tangents: &Tangents,
+    ) -> (Tensor, Tensor, Tangents) {
+        let nb = &masks.neighbours;
+        let diff = neighbour_differences(x, nb); // [B, M, M-1, n]: x_i - x_j
+        let d_diff = tangents.x.as_ref().map(|dx| neighbour_differences(dx, nb));
         let radial = match radial {
             Some(r) => r.shallow_clone(),
             None => diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind()),
         };
+        let d_radial = d_diff
+            .as_ref()
+            .map(|dd| (&diff * dd).sum_dim_intlist(&[-1i64][..], true, x.kind()) * 2.0);
 
         // First edge layer, split: W = [W_src | W_dst | w_radial | W_attr].
         let src = self.edge_source.forward(h); // [B, M, H], with the bias
-        let dst = gather_neighbours(&self.edge_target.forward(h), &masks.neighbours); // [B, M, M-1, H]
+        let dst = gather_neighbours(&self.edge_target.forward(h), nb); // [B, M, M-1, H]
         let pair_scalars = match edge_attr {
             Some(a) => Tensor::cat(&[&radial, a], -1),
             None => radial.shallow_clone(),
         };
         let pre = self.edge_scalars.forward(&pair_scalars) + src.unsqueeze(2) + dst; // [B, M, M-1, H]
-        let mut m = self.edge_out.forward(&pre.silu()).silu();
+        let d_pair = match (edge_attr, d_radial.as_ref(), tangents.edge_attr.as_ref()) {
+            (_, None, None) => None,
+            (None, dr, _) => dr.map(Tensor::shallow_clone),
+            (Some(a), dr, da) => Some(Tensor::cat(
+                &[
+                    dr.map_or_else(|| radial.zeros_like(), Tensor::shallow_clone),
+                    da.map_or_else(|| a.zeros_like(), Tensor::shallow_clone),
+                ],
+                -1,
+            )),
+        };
+        let d_pre = add(
+            d_pair.map(|d| self.edge_scalars.tangent(&d)),
+            tangents.h.as_ref().map(|dh| {
+                self.edge_source.tangent(dh).unsqueeze(2)
+                    + gather_neighbours(&self.edge_target.tangent(dh), nb)
+            }),
+        );
+        let (a1, d_a1) = silu_jvp(&pre, d_pre);
+        let z = self.edge_out.forward(&a1);
+        let (mut m, mut d_m) = silu_jvp(&z, d_a1.map(|d| self.edge_out.tangent(&d)));
         if let Some(att) = &self.attention {
-            m = &m * att.forward(&m).sigmoid();
+            let gate = att.forward(&m).sigmoid();
+            d_m = d_m.map(|dm| {
+                let d_gate = Tensor::sigmoid_backward(&att.tangent(&dm), &gate);
+                &dm * &gate + &m * d_gate
+            });
+            m = &m * &gate;
         }
         if !masks.all_real {
             m = m * &masks.edge;
+            d_m = d_m.map(|dm| dm * &masks.edge);
         }
 
         // Coordinates (eq. 9).
-        let mut phi = self.coord_out.forward(&self.coord_in.forward(&m).silu()); // [B, M, M-1, 1]
+        let z = self.coord_in.forward(&m);
+        let (a, d_a) = silu_jvp(&z, d_m.as_ref().map(|dm| self.coord_in.tangent(dm)));
+        let mut phi = self.coord_out.forward(&a); // [B, M, M-1, 1]
+        let mut d_phi = d_a.map(|d| self.coord_out.tangent(&d));
         if let Some(range) = self.coords_range {
-            phi = phi.tanh() * range;
+            let th = phi.tanh();
+            d_phi = d_phi.map(|d| Tensor::tanh_backward(&d, &th) * range);
+            phi = th * range;
         }
         if !masks.all_real {
             phi = phi * &masks.edge;
+            d_phi = d_phi.map(|d| d * &masks.edge);
         }
-        let scale = phi / ((&radial + NORM_EPS).sqrt() + NORM_CONSTANT);
-        let mut shift = (diff * scale).sum_dim_intlist(&[2i64][..], false, x.kind()); // [B, M, n]
+        let norm = (&radial + NORM_EPS).sqrt();
+        let denom = &norm + NORM_CONSTANT;
+        let scale = phi / &denom;
+        // d(phi / denom) = (d_phi - scale * d_denom) / denom, d_denom = d_radial / (2 norm).
+        let d_scale = match (d_phi, d_radial) {
+            (None, None) => None,
+            (dp, dr) => {
+                let num = add(dp, dr.map(|dr| -(&scale * dr) / (&norm * 2.0)));
+                num.map(|n| n / &denom)
+            }
+        };
+        let mut shift = (&diff * &scale).sum_dim_intlist(&[2i64][..], false, x.kind()); // [B, M, n]
+        let mut d_shift = add(d_diff.map(|dd| dd * &scale), d_scale.map(|ds| &diff * ds))
+            .map(|d| d.sum_dim_intlist(&[2i64][..], false, x.kind()));
         let mut agg = m.sum_dim_intlist(&[2i64][..], false, m.kind()); // [B, M, H]
+        let mut d_agg = d_m.map(|dm| dm.sum_dim_intlist(&[2i64][..], false, m.kind()));
         if self.aggregation == Aggregation::Mean {
             let neighbours = masks
                 .edge
@@ -152,17 +223,77 @@ impl EquivariantConv {
                 .clamp_min(1.0); // [B, M, 1]
             shift = shift / &neighbours;
             agg = agg / &neighbours;
+            d_shift = d_shift.map(|d| d / &neighbours);
+            d_agg = d_agg.map(|d| d / &neighbours);
         }
         let x_new = x + shift;
+        let d_x_new = add(tangents.x.as_ref().map(Tensor::shallow_clone), d_shift);
 
         // Features (residual).
         let node_input = Tensor::cat(&[h, &agg], -1);
-        let mut h_new = h + self
-            .node_out
-            .forward(&self.node_in.forward(&node_input).silu());
+        let d_node_input = match (tangents.h.as_ref(), d_agg) {
+            (None, None) => None,
+            (dh, da) => Some(Tensor::cat(
+                &[
+                    dh.map_or_else(|| h.zeros_like(), Tensor::shallow_clone),
+                    da.unwrap_or_else(|| agg.zeros_like()),
+                ],
+                -1,
+            )),
+        };
+        let z = self.node_in.forward(&node_input);
+        let (a, d_a) = silu_jvp(&z, d_node_input.map(|d| self.node_in.tangent(&d)));
+        let mut h_new = h + self.node_out.forward(&a);
+        let mut d_h_new = add(
+            tangents.h.as_ref().map(Tensor::shallow_clone),
+            d_a.map(|d| self.node_out.tangent(&d)),
+        );
         if !masks.all_real {
-            h_new = h_new * masks.node.unsqueeze(-1);
+            let node = masks.node.unsqueeze(-1);
+            h_new = h_new * &node;
+            d_h_new = d_h_new.map(|d| d * &node);
         }
-        (h_new, x_new)
+        let out = Tangents {
+            h: d_h_new,
+            x: d_x_new,
+            edge_attr: tangents.edge_attr.as_ref().map(Tensor::shallow_clone),
+        };
+        (h_new, x_new, out)
     }
+}
+
+/// Directional derivatives (tangents) of a layer's inputs or outputs for forward-mode
+/// differentiation, each of the shape of the tensor it belongs to; `None` is a zero tangent.
+#[derive(Debug, Default)]
+pub struct Tangents {
+    /// Tangent of the node features `[batch, nodes, hidden]`.
+    pub h: Option<Tensor>,
+    /// Tangent of the positions `[batch, nodes, dims]`.
+    pub x: Option<Tensor>,
+    /// Tangent of the edge attributes `[batch, nodes, nodes - 1, edge_attr_nf]`.
+    pub edge_attr: Option<Tensor>,
+}
+
+/// The sum of two tangents, `None` being zero.
+pub(crate) fn add(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// SiLU of `z` and its tangent `silu'(z) dz`, `silu'(z) = s (1 + z (1 - s))` with `s =
+/// sigmoid(z)`. Outside an autograd graph this is libtorch's fused `silu_backward`, which autograd
+/// cannot differentiate; inside one it is built from differentiable operations.
+pub(crate) fn silu_jvp(z: &Tensor, dz: Option<Tensor>) -> (Tensor, Option<Tensor>) {
+    let dy = dz.map(|dz| {
+        if z.requires_grad() || dz.requires_grad() {
+            let s = z.sigmoid();
+            dz * (&s * (z * (1.0 - &s) + 1.0))
+        } else {
+            z.silu_backward(&dz)
+        }
+    });
+    (z.silu(), dy)
 }

@@ -1,6 +1,7 @@
 //! Flow dynamics: velocity fields over batches of graphs, and the E-NF dynamics built from an EGNN.
 
 use crate::config::EgnnConfig;
+use crate::conv::Tangents;
 use crate::error::EgnnError;
 use crate::masks::Masks;
 use crate::network::Egnn;
@@ -48,6 +49,57 @@ pub trait Dynamics {
         _masks: &Masks,
     ) -> Option<Result<(Tensor, Tensor), EgnnError>> {
         None
+    }
+
+    /// Forward-mode derivative: the velocity at `(x, h)` and its directional derivative `J (dx,
+    /// dh)` along the tangent `dx [batch, nodes, dims]`, `dh [batch, nodes, nf]` (`None`: zero;
+    /// ignored without features), both differentiable by autograd. With it a flow computes
+    /// Hutchinson's `eps^T J eps` from `J eps` in the same pass as the velocity, and training
+    /// differentiates that pass once instead of differentiating a vector-Jacobian product (a
+    /// second backward pass). `None` (the default): the flow uses autograd's vector-Jacobian
+    /// product.
+    ///
+    /// Returns `(velocity, tangent of the velocity)`; the tangent's `h` is `Some` exactly when the
+    /// velocity's is.
+    ///
+    /// Errors: as [`Dynamics::velocity`]; [`EgnnError::Shape`] for tangents unlike `x` or `h`.
+    fn velocity_jvp(
+        &self,
+        _t: f64,
+        _x: &Tensor,
+        _h: Option<&Tensor>,
+        _dx: &Tensor,
+        _dh: Option<&Tensor>,
+        _masks: &Masks,
+    ) -> Option<Result<(Velocity, Velocity), EgnnError>> {
+        None
+    }
+}
+
+/// Checks that the node features `h` fit dynamics with `node_nf` flowing features per node
+/// (none when `node_nf = 0`; `[size[0], size[1], node_nf]` otherwise, `size` being the
+/// positions' shape). `none` says what a model without features expects ("none (particle
+/// system)").
+///
+/// Errors: [`EgnnError::Shape`] naming what was received.
+pub(crate) fn check_features<'a>(
+    h: Option<&'a Tensor>,
+    node_nf: i64,
+    size: &[i64],
+    none: &str,
+) -> Result<Option<&'a Tensor>, EgnnError> {
+    match (h, node_nf) {
+        (None, 0) => Ok(None),
+        (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => Ok(Some(h)),
+        (h, nf) => Err(EgnnError::Shape {
+            what: "node features",
+            expected: if nf == 0 {
+                none.into()
+            } else {
+                format!("[{}, {}, {nf}]", size[0], size[1])
+            },
+            got: h.map(|h| h.size()).unwrap_or_default(),
+        }),
     }
 }
 
@@ -142,29 +194,93 @@ impl Dynamics for EgnnDynamics {
         masks: &Masks,
     ) -> Result<Velocity, EgnnError> {
         let size = check_positions(x, masks)?;
-        match (h, self.node_nf) {
-            (None, 0) => {}
-            (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => {}
-            (h, nf) => {
-                return Err(EgnnError::Shape {
-                    what: "node features",
-                    expected: if nf == 0 {
-                        "none (particle system)".into()
-                    } else {
-                        format!("[{}, {}, {nf}]", size[0], size[1])
-                    },
-                    got: h.map(|h| h.size()).unwrap_or_default(),
-                })
-            }
-        }
+        check_features(h, self.node_nf, &size, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;
         let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
         let (h_out, x_out) = self
             .egnn
             .forward(&node_input, x, Some(&edge_attr), true, masks)?;
+        self.output(x, &h_out, &x_out, masks)
+    }
+
+    fn velocity_jvp(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        dx: &Tensor,
+        dh: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Option<Result<(Velocity, Velocity), EgnnError>> {
+        Some(self.jvp(t, x, h, dx, dh, masks))
+    }
+}
+
+impl EgnnDynamics {
+    /// The velocity from the EGNN's output: `x_out - x` centred over the real nodes, and the
+    /// output features without the time channel.
+    fn output(
+        &self,
+        x: &Tensor,
+        h_out: &Tensor,
+        x_out: &Tensor,
+        masks: &Masks,
+    ) -> Result<Velocity, EgnnError> {
         let node_mask = (!masks.all_real).then_some(&masks.node);
         let vx = geometry::centre(&(x_out - x), node_mask)?;
         let vh = (self.node_nf > 0).then(|| h_out.narrow(-1, 0, self.node_nf));
         Ok(Velocity { x: vx, h: vh })
+    }
+
+    /// [`Dynamics::velocity_jvp`]: the EGNN's forward pass with tangents
+    /// ([`Egnn::forward_jvp`]); the velocity is linear in the network's output, so its tangent is
+    /// the same map of the output tangents.
+    fn jvp(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        dx: &Tensor,
+        dh: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<(Velocity, Velocity), EgnnError> {
+        let size = check_positions(x, masks)?;
+        let h = check_features(h, self.node_nf, &size, "none (particle system)")?;
+        let dh = h.and(dh);
+        if dx.size() != size || dh.is_some_and(|dh| Some(dh.size()) != h.map(Tensor::size)) {
+            return Err(EgnnError::Shape {
+                what: "tangent of the positions or features",
+                expected: format!("{size:?} and the features' shape"),
+                got: dh.map_or_else(|| dx.size(), Tensor::size),
+            });
+        }
+        let node_input = self.node_input(t, x, h)?;
+        let d_node_input = dh.map(|dh| {
+            if self.condition_time {
+                let size = dh.size();
+                let zeros = Tensor::zeros([size[0], size[1], 1], (dh.kind(), dh.device()));
+                Tensor::cat(&[dh, &zeros], -1)
+            } else {
+                dh.shallow_clone()
+            }
+        });
+        let nb = &masks.neighbours;
+        let diff = crate::masks::neighbour_differences(x, nb);
+        let d_diff = crate::masks::neighbour_differences(dx, nb);
+        let edge_attr = diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind());
+        let d_edge_attr = (&diff * d_diff).sum_dim_intlist(&[-1i64][..], true, x.kind()) * 2.0;
+        let tangents = Tangents {
+            h: d_node_input,
+            x: Some(dx.shallow_clone()),
+            edge_attr: Some(d_edge_attr),
+        };
+        let (h_out, x_out, (dh_out, dx_out)) =
+            self.egnn
+                .forward_jvp(&node_input, x, Some(&edge_attr), true, masks, &tangents)?;
+        let v = self.output(x, &h_out, &x_out, masks)?;
+        let dh_out = dh_out.unwrap_or_else(|| h_out.zeros_like());
+        let dx_out = dx_out.unwrap_or_else(|| x_out.zeros_like());
+        let dv = self.output(dx, &dh_out, &dx_out, masks)?;
+        Ok((v, dv))
     }
 }

@@ -21,7 +21,7 @@
 //! so that no `[edges, 2 hidden]` concatenation is built.
 
 use crate::config::EgnnConfig;
-use crate::dynamics::{Dynamics, Velocity};
+use crate::dynamics::{check_features, Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::linear::{split_edge_input, Linear};
 use crate::masks::{gather_neighbours, Masks};
@@ -171,21 +171,12 @@ impl Dynamics for GnnDynamics {
             });
         }
         masks.check_fits(x)?;
-        let features = match (h, self.node_nf) {
-            (None, 0) => None,
-            (Some(h), nf) if nf > 0 && h.size() == [size[0], size[1], nf] => Some(h),
-            (h, nf) => {
-                return Err(EgnnError::Shape {
-                    what: "node features",
-                    expected: if nf == 0 {
-                        "none (GNF dynamics over positions only)".into()
-                    } else {
-                        format!("[{}, {}, {nf}]", size[0], size[1])
-                    },
-                    got: h.map(|h| h.size()).unwrap_or_default(),
-                })
-            }
-        };
+        let features = check_features(
+            h,
+            self.node_nf,
+            &size,
+            "none (GNF dynamics over positions only)",
+        )?;
         let time = if self.condition_time { t } else { 1.0 };
         let time = Tensor::full([size[0], size[1], 1], time, (x.kind(), x.device()));
         let input = match features {

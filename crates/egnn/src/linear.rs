@@ -67,6 +67,14 @@ fn uniform(path: &nn::Path, name: &str, shape: &[i64], bound: f64) -> Tensor {
     )
 }
 
+impl Linear {
+    /// The tangent of the layer's output for an input tangent `dx [..., in]`: `dx W^T` (the bias
+    /// does not move), `[..., out]`.
+    pub fn tangent(&self, dx: &Tensor) -> Tensor {
+        dx.linear(&self.weight, None::<&Tensor>)
+    }
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Tensor {
         xs.linear(&self.weight, self.bias.as_ref())

@@ -1,12 +1,15 @@
 //! The EGNN: a feature embedding, `n_layers` equivariant convolutions, and an output embedding.
 
 use crate::config::EgnnConfig;
-use crate::conv::EquivariantConv;
+use crate::conv::{EquivariantConv, Tangents};
 use crate::error::EgnnError;
 use crate::linear::Linear;
 use crate::masks::Masks;
 use tch::nn::{self, Module};
 use tch::Tensor;
+
+/// What [`Egnn::forward_jvp`] returns: `(h_out, x_out, (dh_out, dx_out))`.
+pub type NetworkOutput = (Tensor, Tensor, (Option<Tensor>, Option<Tensor>));
 
 /// An EGNN mapping node features `[batch, nodes, in_node_nf]` and positions `[batch, nodes, dims]` to
 /// features `[batch, nodes, out_node_nf]` and updated positions.
@@ -63,8 +66,6 @@ impl Egnn {
     /// zero output features.
     ///
     /// Errors: [`EgnnError::Shape`] if `h`'s last dimension is not `in_node_nf` or ranks are wrong.
-    // `h = h * mask` on purpose: `*=` would be libtorch's in-place op inside an autograd graph.
-    #[allow(clippy::assign_op_pattern)]
     pub fn forward(
         &self,
         h: &Tensor,
@@ -73,6 +74,87 @@ impl Egnn {
         radial_is_edge_attr: bool,
         masks: &Masks,
     ) -> Result<(Tensor, Tensor), EgnnError> {
+        let (h, x, _) = self.forward_jvp(
+            h,
+            x,
+            edge_attr,
+            radial_is_edge_attr,
+            masks,
+            &Tangents::default(),
+        )?;
+        Ok((h, x))
+    }
+
+    /// [`Egnn::forward`] with forward-mode differentiation: also returns the directional
+    /// derivative of `(h_out, x_out)` along `tangents` of the inputs (`h` `[batch, nodes,
+    /// in_node_nf]`, `x`, `edge_attr`, shaped as they are; `None` is a zero tangent), computed
+    /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]).
+    ///
+    /// Returns `(h_out, x_out, (dh_out, dx_out))`; a tangent is `None` where it is zero.
+    ///
+    /// Errors: as [`Egnn::forward`]; [`EgnnError::Shape`] for a tangent shaped unlike its input.
+    // `h = h * mask` on purpose: `*=` would be libtorch's in-place op inside an autograd graph.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn forward_jvp(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge_attr: Option<&Tensor>,
+        radial_is_edge_attr: bool,
+        masks: &Masks,
+        tangents: &Tangents,
+    ) -> Result<NetworkOutput, EgnnError> {
+        self.check_inputs(h, x)?;
+        let pairs = [
+            ("node feature tangent", tangents.h.as_ref(), Some(h)),
+            ("position tangent", tangents.x.as_ref(), Some(x)),
+            (
+                "edge attribute tangent",
+                tangents.edge_attr.as_ref(),
+                edge_attr,
+            ),
+        ];
+        for (what, tangent, input) in pairs {
+            if let Some(t) = tangent {
+                let expected = input.map(Tensor::size);
+                if expected.as_ref() != Some(&t.size()) {
+                    return Err(EgnnError::Shape {
+                        what,
+                        expected: format!("{expected:?} (its input's shape)"),
+                        got: t.size(),
+                    });
+                }
+            }
+        }
+        let mut h = self.embedding_in.forward(h);
+        let mut tan = Tangents {
+            h: tangents.h.as_ref().map(|dh| self.embedding_in.tangent(dh)),
+            x: tangents.x.as_ref().map(Tensor::shallow_clone),
+            edge_attr: tangents.edge_attr.as_ref().map(Tensor::shallow_clone),
+        };
+        let mut x = x.shallow_clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            let radial = if l == 0 && radial_is_edge_attr {
+                edge_attr
+            } else {
+                None
+            };
+            let (h_new, x_new, tan_new) = layer.forward_jvp(&h, &x, edge_attr, radial, masks, &tan);
+            h = h_new;
+            x = x_new;
+            tan = tan_new;
+        }
+        let mut h = self.embedding_out.forward(&h);
+        let mut dh = tan.h.map(|dh| self.embedding_out.tangent(&dh));
+        if !masks.all_real {
+            let node = masks.node.unsqueeze(-1);
+            h = h * &node;
+            dh = dh.map(|d| d * &node);
+        }
+        Ok((h, x, (dh, tan.x)))
+    }
+
+    fn check_inputs(&self, h: &Tensor, x: &Tensor) -> Result<(), EgnnError> {
         let hs = h.size();
         if hs.len() != 3 || hs[2] != self.in_node_nf {
             return Err(EgnnError::Shape {
@@ -89,22 +171,6 @@ impl Egnn {
                 got: xs,
             });
         }
-        let mut h = self.embedding_in.forward(h);
-        let mut x = x.shallow_clone();
-        for (l, layer) in self.layers.iter().enumerate() {
-            let radial = if l == 0 && radial_is_edge_attr {
-                edge_attr
-            } else {
-                None
-            };
-            let (h_new, x_new) = layer.forward(&h, &x, edge_attr, radial, masks);
-            h = h_new;
-            x = x_new;
-        }
-        let mut h = self.embedding_out.forward(&h);
-        if !masks.all_real {
-            h = h * masks.node.unsqueeze(-1);
-        }
-        Ok((h, x))
+        Ok(())
     }
 }

@@ -52,6 +52,23 @@ impl Dynamics for FlowDynamics {
             FlowDynamics::Kernel(d) => d.velocity_and_divergence(t, x, masks),
         }
     }
+
+    fn velocity_jvp(
+        &self,
+        t: f64,
+        x: &Tensor,
+        h: Option<&Tensor>,
+        dx: &Tensor,
+        dh: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Option<Result<(Velocity, Velocity), EgnnError>> {
+        match self {
+            FlowDynamics::Enf(d) => d.velocity_jvp(t, x, h, dx, dh, masks),
+            FlowDynamics::Gnn(d) => d.velocity_jvp(t, x, h, dx, dh, masks),
+            FlowDynamics::Simple(d) => d.velocity_jvp(t, x, h, dx, dh, masks),
+            FlowDynamics::Kernel(d) => d.velocity_jvp(t, x, h, dx, dh, masks),
+        }
+    }
 }
 
 /// A flow over positions with the dynamics of `model.method` (E-NF by default). The var store owns

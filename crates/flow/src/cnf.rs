@@ -3,7 +3,7 @@
 use crate::error::{expect_positions, FlowError};
 use crate::prior::{CentredGaussian, StandardGaussian};
 use crate::trace::{exact_from_replicas, hutchinson_with_vjp, Probes, TraceEstimator};
-use egnn::{Dynamics, Masks};
+use egnn::{Dynamics, Masks, Velocity};
 use ode::{adjoint_gradients, AdjointOptions, OdeError, OdeRhs, OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -78,6 +78,19 @@ pub struct Cnf<D> {
     pub adjoint: AdjointOptions,
     /// The base density of the latent positions.
     pub prior: CentredGaussian,
+    /// Compute Hutchinson's estimate from the dynamics' forward-mode derivative `J eps`
+    /// ([`Dynamics::velocity_jvp`]) when they have one (default `true`), in the solves that do not
+    /// backpropagate through the solver: evaluation ([`GradientMode::NoGrad`]), which then
+    /// builds no autograd graph at all, and both solves of the adjoint method. It is the same
+    /// estimate as autograd's vector-Jacobian product `eps^T J` (the reference's way), up to
+    /// round-off. Measured on the paper's DW4 / LJ13 models, batch 100, one thread
+    /// (docs/results/ode-benchmarks.md): forward solve 70 against 123 ms / 765 against 875 ms,
+    /// adjoint training step 616 against 618 ms / 4.62 against 5.07 s. Backpropagation through
+    /// the solver always uses the vector-Jacobian product: there the forward-mode pass keeps more
+    /// intermediate tensors for the backward pass, and an LJ13 step took 7.6 against 4.6 s.
+    /// `false`: the vector-Jacobian product everywhere. The ODE regulariser always uses `eps^T J`
+    /// (its Frobenius term).
+    pub forward_mode_trace: bool,
 }
 
 /// How a solve computes the trace, with what it needs prepared once per solve.
@@ -98,6 +111,9 @@ struct DensityRhs<'a, D> {
     layout: StateLayout,
     /// Integrate the ODE regulariser as a third state component.
     regularise: bool,
+    /// Use the dynamics' forward-mode derivative for Hutchinson's estimate when they have one
+    /// (see [`Cnf::forward_mode_trace`] for when).
+    forward_mode: bool,
 }
 
 /// How the first ODE state tensor is laid out.
@@ -132,10 +148,18 @@ impl StateLayout {
         masks: &Masks,
     ) -> Result<Tensor, FlowError> {
         let (x, h) = self.split(s);
+        let v = dynamics.velocity(t, &x, h.as_ref(), masks)?;
+        self.join(v, h.as_ref())
+    }
+
+    /// The state's velocity from the dynamics' `v`: `v_x`, or `[v_x, v_h]` for a state with
+    /// features `h`.
+    ///
+    /// Errors: [`FlowError::Shape`] when dynamics over features return no feature velocity.
+    fn join(self, v: Velocity, h: Option<&Tensor>) -> Result<Tensor, FlowError> {
         let Some(h) = h else {
-            return Ok(dynamics.velocity(t, &x, None, masks)?.x);
+            return Ok(v.x);
         };
-        let v = dynamics.velocity(t, &x, Some(&h), masks)?;
         let vh = v.h.ok_or_else(|| FlowError::Shape {
             what: "feature velocity",
             expected: format!("{:?} from dynamics over features", h.size()),
@@ -163,18 +187,21 @@ impl<D: Dynamics> DensityRhs<'_, D> {
             let mut frobenius = None;
             let (v, tr) = match (closed_form, &self.trace) {
                 (Some(result), _) => result?,
-                (None, TraceWork::Hutchinson(eps)) => {
-                    let v = self.layout.velocity(self.dynamics, t, &x_in, self.masks)?;
-                    let (tr, vjp) = hutchinson_with_vjp(&v, &x_in, eps, self.create_graph)?;
-                    if self.regularise {
-                        frobenius = Some(vjp.square().sum_dim_intlist(
-                            &[1i64, 2][..],
-                            false,
-                            v.kind(),
-                        ));
+                (None, TraceWork::Hutchinson(eps)) => match self.hutchinson_by_jvp(t, x, eps) {
+                    Some(result) => result?,
+                    None => {
+                        let v = self.layout.velocity(self.dynamics, t, &x_in, self.masks)?;
+                        let (tr, vjp) = hutchinson_with_vjp(&v, &x_in, eps, self.create_graph)?;
+                        if self.regularise {
+                            frobenius = Some(vjp.square().sum_dim_intlist(
+                                &[1i64, 2][..],
+                                false,
+                                v.kind(),
+                            ));
+                        }
+                        (v, tr)
                     }
-                    (v, tr)
-                }
+                },
                 (None, TraceWork::Exact(masks_rep)) => {
                     let size = x.size();
                     let d = size[1] * size[2];
@@ -202,6 +229,48 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                 out.into_iter().map(|t| t.detach()).collect()
             })
         })
+    }
+}
+
+impl<D: Dynamics> DensityRhs<'_, D> {
+    /// `(v, eps^T J eps)` from the dynamics' forward-mode derivative `J eps`
+    /// ([`Dynamics::velocity_jvp`]), computed beside the velocity in one pass: without a training
+    /// graph no autograd graph is built at all, and with one training differentiates this pass
+    /// once instead of a vector-Jacobian product. The estimate equals the reverse-mode one for the
+    /// same probe (`eps^T (J eps) = (eps^T J) eps`). `None` when the dynamics have no
+    /// forward-mode derivative, or when the ODE regulariser needs `eps^T J` itself.
+    fn hutchinson_by_jvp(
+        &self,
+        t: f64,
+        s: &Tensor,
+        eps: &Tensor,
+    ) -> Option<Result<(Tensor, Tensor), FlowError>> {
+        if self.regularise || !self.forward_mode {
+            return None;
+        }
+        let run = || {
+            let s = if self.create_graph {
+                s.shallow_clone()
+            } else {
+                s.detach()
+            };
+            let (x, h) = self.layout.split(&s);
+            let (ex, eh) = self.layout.split(eps);
+            let result =
+                self.dynamics
+                    .velocity_jvp(t, &x, h.as_ref(), &ex, eh.as_ref(), self.masks)?;
+            Some(result.map_err(FlowError::from).and_then(|(v, dv)| {
+                let v = self.layout.join(v, h.as_ref())?;
+                let dv = self.layout.join(dv, h.as_ref())?;
+                let tr = (dv * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind());
+                Ok((v, tr))
+            }))
+        };
+        if self.create_graph {
+            run()
+        } else {
+            tch::no_grad(run)
+        }
     }
 }
 
@@ -238,6 +307,7 @@ impl<D: Dynamics> Cnf<D> {
             adjoint: AdjointOptions::for_forward(&solver),
             solver,
             prior: CentredGaussian,
+            forward_mode_trace: true,
         }
     }
 
@@ -505,6 +575,7 @@ impl<D: Dynamics> Cnf<D> {
 
         let backward_rhs = DensityRhs {
             create_graph: true,
+            forward_mode: self.forward_mode_trace,
             ..forward_rhs
         };
         let zeros: Vec<Tensor> = y0.iter().map(|v| v.zeros_like()).collect();
@@ -562,6 +633,7 @@ impl<D: Dynamics> Cnf<D> {
             trace,
             create_graph,
             regularise: false,
+            forward_mode: self.forward_mode_trace && !create_graph,
             layout: StateLayout {
                 n_dims: size[2],
                 features: h.is_some(),

@@ -1,0 +1,160 @@
+//! Forward-mode derivatives of the E-NF dynamics (in f64): `EgnnDynamics::velocity_jvp`'s tangent
+//! equals the Jacobian-vector product autograd computes by reverse mode, for particle systems and
+//! for padded batches with node features, every option of the layer (attention, tanh, mean
+//! aggregation) covered; its velocity is the plain forward pass's, bit for bit.
+
+use egnn::testing::randomise_parameters;
+use egnn::{Aggregation, Dynamics, EgnnConfig, EgnnDynamics, EgnnError, Masks};
+use geometry::testing::seeded;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+/// `J u` by reverse mode: with `w` a dummy cotangent, `g(w) = w^T J` is linear in `w`, and the
+/// gradient of `<g(w), u>` with respect to `w` is `J u` (the "double vector-Jacobian" trick).
+/// `x`, `h` and the tangents `dx`, `dh` are the inputs; returns `(J u)_x`, `(J u)_h`.
+// `a = a + b` on purpose: `+=` would be libtorch's in-place op inside the autograd graph.
+#[allow(clippy::assign_op_pattern)]
+fn jvp_by_reverse_mode(
+    d: &EgnnDynamics,
+    t: f64,
+    x: &Tensor,
+    h: Option<&Tensor>,
+    dx: &Tensor,
+    dh: Option<&Tensor>,
+    masks: &Masks,
+) -> (Tensor, Option<Tensor>) {
+    let x = x.detach().set_requires_grad(true);
+    let h = h.map(|h| h.detach().set_requires_grad(true));
+    let v = d.velocity(t, &x, h.as_ref(), masks).unwrap();
+    let wx = v.x.zeros_like().set_requires_grad(true);
+    let wh =
+        v.h.as_ref()
+            .map(|vh| vh.zeros_like().set_requires_grad(true));
+    let mut pairing = (&v.x * &wx).sum(Kind::Double);
+    let mut inputs = vec![x.shallow_clone()];
+    if let (Some(vh), Some(wh), Some(h)) = (&v.h, &wh, &h) {
+        pairing = pairing + (vh * wh).sum(Kind::Double);
+        inputs.push(h.shallow_clone());
+    }
+    let g = Tensor::run_backward(&[pairing], &inputs, true, true);
+    let mut inner = (&g[0] * dx).sum(Kind::Double);
+    let mut cotangents = vec![wx.shallow_clone()];
+    if let (Some(gh), Some(dh), Some(wh)) = (g.get(1), dh, &wh) {
+        inner = inner + (gh * dh).sum(Kind::Double);
+        cotangents.push(wh.shallow_clone());
+    }
+    let mut ju = Tensor::run_backward(&[inner], &cotangents, false, false).into_iter();
+    let jx = ju.next().unwrap();
+    (jx, ju.next())
+}
+
+/// Largest |a - b| relative to the largest |b|.
+fn relative_error(a: &Tensor, b: &Tensor) -> f64 {
+    let scale = b.abs().max().double_value(&[]).max(1e-300);
+    (a - b).abs().max().double_value(&[]) / scale
+}
+
+fn dynamics(config: &EgnnConfig, node_nf: i64, std: f64) -> (VarStore, EgnnDynamics) {
+    let mut vs = VarStore::new(Device::Cpu);
+    let d = EgnnDynamics::new(vs.root(), config, node_nf).unwrap();
+    vs.set_kind(Kind::Double);
+    randomise_parameters(&vs, std);
+    (vs, d)
+}
+
+/// Both derivatives are exact formulas evaluated in f64: they differ by round-off (measured
+/// 1e-16 to 2e-15 relative here); 1e-12 leaves a margin for other libtorch builds while any
+/// wrong term of the chain rule gives an O(1e-2) or larger error.
+const TOLERANCE: f64 = 1e-12;
+
+#[test]
+fn particle_system_tangent_is_the_jacobian_vector_product() {
+    let _rng = seeded(11);
+    for (attention, tanh) in [(true, true), (false, false)] {
+        let config = EgnnConfig {
+            attention,
+            tanh,
+            ..Default::default()
+        };
+        let (_vs, d) = dynamics(&config, 0, 0.3);
+        let x = Tensor::randn([3, 4, 2], F64) * 1.5;
+        let dx = Tensor::randn([3, 4, 2], F64);
+        let masks = Masks::full(3, 4, Kind::Double, Device::Cpu);
+        let (v, dv) = d
+            .velocity_jvp(0.3, &x, None, &dx, None, &masks)
+            .unwrap()
+            .unwrap();
+        let plain = d.velocity(0.3, &x, None, &masks).unwrap();
+        assert_eq!(relative_error(&v.x, &plain.x), 0.0, "velocity changed");
+        assert!(v.h.is_none() && dv.h.is_none());
+        let (jx, _) = jvp_by_reverse_mode(&d, 0.3, &x, None, &dx, None, &masks);
+        let err = relative_error(&dv.x, &jx);
+        assert!(
+            err < TOLERANCE,
+            "attention {attention}, tanh {tanh}: error {err:e}"
+        );
+        assert!(jx.abs().max().double_value(&[]) > 1e-3, "trivial Jacobian");
+    }
+}
+
+#[test]
+fn padded_batch_with_features_tangent_is_the_jacobian_vector_product() {
+    let _rng = seeded(12);
+    for aggregation in [Aggregation::Sum, Aggregation::Mean] {
+        let config = EgnnConfig {
+            aggregation,
+            ..Default::default()
+        };
+        let (_vs, d) = dynamics(&config, 3, 0.3);
+        // Graphs of 5, 3 and 4 nodes padded to 5.
+        let node_mask = Tensor::from_slice(&[
+            1.0f64, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0,
+        ])
+        .view([3, 5]);
+        let masks = Masks::from_node_mask(&node_mask);
+        let node = node_mask.unsqueeze(-1);
+        let x = geometry::centre(&(Tensor::randn([3, 5, 3], F64) * 1.5), Some(&node_mask)).unwrap();
+        let h = Tensor::randn([3, 5, 3], F64) * &node;
+        let dx = Tensor::randn([3, 5, 3], F64) * &node;
+        let dh = Tensor::randn([3, 5, 3], F64) * &node;
+        let (v, dv) = d
+            .velocity_jvp(0.7, &x, Some(&h), &dx, Some(&dh), &masks)
+            .unwrap()
+            .unwrap();
+        let plain = d.velocity(0.7, &x, Some(&h), &masks).unwrap();
+        assert_eq!(relative_error(&v.x, &plain.x), 0.0);
+        assert_eq!(
+            relative_error(v.h.as_ref().unwrap(), plain.h.as_ref().unwrap()),
+            0.0
+        );
+        let (jx, jh) = jvp_by_reverse_mode(&d, 0.7, &x, Some(&h), &dx, Some(&dh), &masks);
+        let (jh, dvh) = (jh.unwrap(), dv.h.unwrap());
+        for (what, ours, reference) in [("x", &dv.x, &jx), ("h", &dvh, &jh)] {
+            let err = relative_error(ours, reference);
+            assert!(err < TOLERANCE, "{aggregation:?}, {what}: error {err:e}");
+        }
+        // Padded nodes: zero tangent, as their velocity is zero.
+        let padded = node.ones_like() - &node;
+        for t in [&dv.x, &dvh] {
+            assert_eq!((t * &padded).abs().max().double_value(&[]), 0.0);
+        }
+    }
+}
+
+#[test]
+fn tangents_of_the_wrong_shape_are_refused() {
+    let _rng = seeded(13);
+    let (_vs, d) = dynamics(&EgnnConfig::default(), 0, 0.3);
+    let masks = Masks::full(2, 4, Kind::Double, Device::Cpu);
+    let x = Tensor::randn([2, 4, 2], F64);
+    let dx = Tensor::randn([2, 4, 3], F64);
+    let err = d
+        .velocity_jvp(0.0, &x, None, &dx, None, &masks)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, EgnnError::Shape { ref got, .. } if got == &vec![2, 4, 3]),
+        "{err}"
+    );
+}
