@@ -54,11 +54,10 @@ fn dw4(c: &mut Criterion) {
                 .log_likelihood(&batch.positions, &batch.masks, trace, GradientMode::NoGrad)
                 .unwrap()
         };
-        // The exact trace does not use the forward-mode derivative: time it once.
-        let mut traces = vec![(format!("hutchinson_{mode}"), hutchinson)];
-        if forward_mode_trace {
-            traces.push(("exact".to_string(), TraceEstimator::Exact));
-        }
+        let traces = [
+            (format!("hutchinson_{mode}"), hutchinson),
+            (format!("exact_{mode}"), TraceEstimator::Exact),
+        ];
         for (name, trace) in traces {
             let nfe = solve(trace).1.nfe;
             eprintln!("DW4 forward solve ({name} trace, no gradients): {nfe} NFE");

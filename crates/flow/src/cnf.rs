@@ -2,7 +2,7 @@
 
 use crate::error::{expect_positions, FlowError};
 use crate::prior::{CentredGaussian, StandardGaussian};
-use crate::trace::{exact_from_replicas, hutchinson_with_vjp, Probes, TraceEstimator};
+use crate::trace::{exact_from_replicas, hutchinson_with_vjp, unit_probes, Probes, TraceEstimator};
 use egnn::{Dynamics, Masks, Velocity};
 use ode::{adjoint_gradients, AdjointOptions, OdeError, OdeRhs, OdeSolver, SolveStats};
 use serde::{Deserialize, Serialize};
@@ -78,12 +78,12 @@ pub struct Cnf<D> {
     pub adjoint: AdjointOptions,
     /// The base density of the latent positions.
     pub prior: CentredGaussian,
-    /// Compute Hutchinson's estimate from the dynamics' forward-mode derivative `J eps`
-    /// ([`Dynamics::velocity_jvp`]) when they have one (default `true`), in the solves that do not
-    /// backpropagate through the solver: evaluation ([`GradientMode::NoGrad`]), which then
-    /// builds no autograd graph at all, and both solves of the adjoint method. It is the same
-    /// estimate as autograd's vector-Jacobian product `eps^T J` (the reference's way), up to
-    /// round-off. Measured on the paper's DW4 / LJ13 models, batch 100, one thread
+    /// Compute the trace from the dynamics' forward-mode derivative ([`Dynamics::velocity_jvp`])
+    /// when they have one (default `true`): Hutchinson's estimate from `J eps`, the exact trace
+    /// from `J e_k` for every unit vector. This applies to the solves that do not backpropagate
+    /// through the solver: evaluation ([`GradientMode::NoGrad`]), which then builds no autograd
+    /// graph at all, and both solves of the adjoint method. The values are those of autograd's
+    /// vector-Jacobian products `eps^T J` (the reference's way), up to round-off. Measured on the paper's DW4 / LJ13 models, batch 100, one thread
     /// (docs/results/ode-benchmarks.md): forward solve 70 against 123 ms / 765 against 875 ms,
     /// adjoint training step 616 against 618 ms / 4.62 against 5.07 s. Backpropagation through
     /// the solver always uses the vector-Jacobian product: there the forward-mode pass keeps more
@@ -202,14 +202,17 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                         (v, tr)
                     }
                 },
-                (None, TraceWork::Exact(masks_rep)) => {
-                    let size = x.size();
-                    let d = size[1] * size[2];
-                    let x_rep = x_in.repeat([d, 1, 1]);
-                    let v_rep = self.layout.velocity(self.dynamics, t, &x_rep, masks_rep)?;
-                    let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
-                    (v_rep.narrow(0, 0, size[0]), tr)
-                }
+                (None, TraceWork::Exact(masks_rep)) => match self.exact_by_jvp(t, x, masks_rep) {
+                    Some(result) => result?,
+                    None => {
+                        let size = x.size();
+                        let d = size[1] * size[2];
+                        let x_rep = x_in.repeat([d, 1, 1]);
+                        let v_rep = self.layout.velocity(self.dynamics, t, &x_rep, masks_rep)?;
+                        let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
+                        (v_rep.narrow(0, 0, size[0]), tr)
+                    }
+                },
             };
             let mut out = vec![v, tr];
             if self.regularise {
@@ -233,17 +236,17 @@ impl<D: Dynamics> DensityRhs<'_, D> {
 }
 
 impl<D: Dynamics> DensityRhs<'_, D> {
-    /// `(v, eps^T J eps)` from the dynamics' forward-mode derivative `J eps`
-    /// ([`Dynamics::velocity_jvp`]), computed beside the velocity in one pass: without a training
-    /// graph no autograd graph is built at all, and with one training differentiates this pass
-    /// once instead of a vector-Jacobian product. The estimate equals the reverse-mode one for the
-    /// same probe (`eps^T (J eps) = (eps^T J) eps`). `None` when the dynamics have no
-    /// forward-mode derivative, or when the ODE regulariser needs `eps^T J` itself.
-    fn hutchinson_by_jvp(
+    /// The state velocity `v [batch, nodes, channels]` at `s` and its forward-mode derivative
+    /// `J u` along the tangent `u` (of `s`'s shape), from [`Dynamics::velocity_jvp`] in one pass:
+    /// without a training graph no autograd graph is built at all. `None` when forward mode is not
+    /// to be used here ([`Cnf::forward_mode_trace`], or the ODE regulariser, which needs
+    /// `eps^T J` itself) or the dynamics have no forward-mode derivative.
+    fn velocity_jvp(
         &self,
         t: f64,
         s: &Tensor,
-        eps: &Tensor,
+        u: &Tensor,
+        masks: &Masks,
     ) -> Option<Result<(Tensor, Tensor), FlowError>> {
         if self.regularise || !self.forward_mode {
             return None;
@@ -255,15 +258,15 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                 s.detach()
             };
             let (x, h) = self.layout.split(&s);
-            let (ex, eh) = self.layout.split(eps);
-            let result =
-                self.dynamics
-                    .velocity_jvp(t, &x, h.as_ref(), &ex, eh.as_ref(), self.masks)?;
+            let (ux, uh) = self.layout.split(u);
+            let result = self
+                .dynamics
+                .velocity_jvp(t, &x, h.as_ref(), &ux, uh.as_ref(), masks)?;
             Some(result.map_err(FlowError::from).and_then(|(v, dv)| {
-                let v = self.layout.join(v, h.as_ref())?;
-                let dv = self.layout.join(dv, h.as_ref())?;
-                let tr = (dv * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind());
-                Ok((v, tr))
+                Ok((
+                    self.layout.join(v, h.as_ref())?,
+                    self.layout.join(dv, h.as_ref())?,
+                ))
             }))
         };
         if self.create_graph {
@@ -271,6 +274,44 @@ impl<D: Dynamics> DensityRhs<'_, D> {
         } else {
             tch::no_grad(run)
         }
+    }
+
+    /// `(v, eps^T J eps)` from `J eps` ([`DensityRhs::velocity_jvp`]): the reverse-mode
+    /// estimate for the same probe (`eps^T (J eps) = (eps^T J) eps`), up to round-off.
+    fn hutchinson_by_jvp(
+        &self,
+        t: f64,
+        s: &Tensor,
+        eps: &Tensor,
+    ) -> Option<Result<(Tensor, Tensor), FlowError>> {
+        let result = self.velocity_jvp(t, s, eps, self.masks)?;
+        Some(result.map(|(v, dv)| {
+            let tr = (dv * eps).sum_dim_intlist(&[1i64, 2][..], false, v.kind());
+            (v, tr)
+        }))
+    }
+
+    /// `(v, tr J)` exactly from `J e_k` for the D = nodes x channels unit vectors `e_k`: the
+    /// batch replicated D times, copy k pushed along `e_k` ([`DensityRhs::velocity_jvp`] with
+    /// `masks_rep`), and the k-th entry of its tangent summed over k.
+    fn exact_by_jvp(
+        &self,
+        t: f64,
+        s: &Tensor,
+        masks_rep: &Masks,
+    ) -> Option<Result<(Tensor, Tensor), FlowError>> {
+        let size = s.size();
+        let (b, d) = (size[0], size[1] * size[2]);
+        let probes = unit_probes(d, s.kind(), s.device()); // [D, 1, D]
+        let tangent = probes
+            .expand([d, b, d], false)
+            .reshape([d * b, size[1], size[2]]);
+        let result = self.velocity_jvp(t, &s.repeat([d, 1, 1]), &tangent, masks_rep)?;
+        Some(result.map(|(v, dv)| {
+            let tr =
+                (dv.reshape([d, b, d]) * probes).sum_dim_intlist(&[0i64, 2][..], false, v.kind());
+            (v.narrow(0, 0, b), tr)
+        }))
     }
 }
 

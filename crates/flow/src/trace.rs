@@ -7,6 +7,10 @@
 //!   `E[eps eps^T] = I`, eps drawn once per ODE solve (re-drawing it at every evaluation makes the
 //!   adaptive solver's step count explode: the integrand is then not smooth in t).
 //!
+//! Both are computed here from vector-Jacobian products (reverse mode). Dynamics with a
+//! forward-mode derivative (`egnn::Dynamics::velocity_jvp`) let the flow take the same values
+//! from Jacobian-vector products instead (`J eps`, `J e_k`; see `Cnf::forward_mode_trace`).
+//!
 //! Positions live on the zero-centre-of-mass subspace and the velocity is translation invariant and
 //! centred, so the trace over all nodes * dims entries equals the trace on the subspace.
 

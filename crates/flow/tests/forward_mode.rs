@@ -1,6 +1,7 @@
 //! Hutchinson's estimate by forward mode (`J eps`, the default where it applies) and by reverse
 //! mode (`eps^T J`, `Cnf::forward_mode_trace = false`) give the same flow, in f64 with fixed
-//! probes: the same log-likelihood and solver steps without gradients, and the same gradients by
+//! probes: the same log-likelihood and solver steps without gradients (Hutchinson's and the exact
+//! trace, which forward mode takes from `J e_k` for every unit vector), and the same gradients by
 //! the adjoint method (whose backward solve differentiates the forward-mode pass), for a particle
 //! system and for a padded batch with node features.
 
@@ -22,6 +23,7 @@ fn rel(a: &Tensor, b: &Tensor) -> f64 {
 struct Outcome {
     ll: Tensor,
     nfe: usize,
+    exact_ll: Tensor,
     adjoint_ll: Tensor,
     grads: Vec<Tensor>,
     backward_nfe: usize,
@@ -41,6 +43,11 @@ fn outcome(
     let (ll, stats) = match h {
         None => cnf.log_likelihood_with_probes(x, masks, probes(), GradientMode::NoGrad),
         Some(h) => cnf.log_likelihood_features(x, h, masks, probes(), GradientMode::NoGrad),
+    }
+    .unwrap();
+    let (exact_ll, _) = match h {
+        None => cnf.log_likelihood_with_probes(x, masks, Probes::Exact, GradientMode::NoGrad),
+        Some(h) => cnf.log_likelihood_features(x, h, masks, Probes::Exact, GradientMode::NoGrad),
     }
     .unwrap();
     let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
@@ -64,6 +71,7 @@ fn outcome(
     Outcome {
         ll,
         nfe: stats.nfe,
+        exact_ll,
         adjoint_ll: adj.log_likelihood,
         grads,
         backward_nfe: adj.backward.nfe,
@@ -87,6 +95,7 @@ fn assert_same(
     assert_eq!(f.backward_nfe, r.backward_nfe, "different adjoint steps");
     for (what, a, b) in [
         ("log-likelihood", &f.ll, &r.ll),
+        ("exact trace's", &f.exact_ll, &r.exact_ll),
         ("adjoint's", &f.adjoint_ll, &r.adjoint_ll),
     ] {
         let e = rel(a, b);
