@@ -305,6 +305,30 @@ impl Cell {
         self.runs.iter().map(|r| r.wall_seconds).sum()
     }
 
+    /// Whether the cell's runs may have been trained on different data: their recorded data
+    /// digests ([`RunResult::data_digest`]) differ, or some runs recorded one and others (written
+    /// before digests were recorded) did not. `--merge` assembles results from anywhere, so the
+    /// table says so rather than averaging silently.
+    pub fn mixed_data(&self) -> bool {
+        let first = self.runs.first().map(|r| &r.data_digest);
+        self.runs.iter().any(|r| Some(&r.data_digest) != first)
+    }
+
+    /// `seed: digest` of every run, the first 12 hex digits of the digest or "not recorded".
+    fn data_summary(&self) -> String {
+        self.runs
+            .iter()
+            .map(|r| {
+                let digest = r
+                    .data_digest
+                    .as_deref()
+                    .map_or("not recorded", |d| &d[..d.len().min(12)]);
+                format!("seed {} {digest}", r.seed)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// A markdown table row (see [`MARKDOWN_HEADER`]). The NLL column is the mean ± standard
     /// deviation over seeds, or for a single seed its test NLL ± the standard error over the
     /// test samples.
@@ -373,6 +397,16 @@ impl Table {
             out.push_str(&format!(
                 "\n\n{reduced} of {} cells are reduced (column protocol): fewer epochs than the paper, one seed unless asked for more; their numbers are not the paper's protocol. `--full` runs it exactly.",
                 self.cells.len()
+            ));
+        }
+        for cell in self.cells.iter().filter(|c| c.mixed_data()) {
+            out.push_str(&format!(
+                "\n\n{} on {} with {} samples: the seeds were trained on different data files \
+                 (data digests: {}).",
+                cell.method.paper_name(),
+                cell.system.name(),
+                cell.n_train,
+                cell.data_summary()
             ));
         }
         let missing: usize = self.cells.iter().map(|c| c.missing_seeds.len()).sum();
@@ -657,8 +691,21 @@ mod tests {
             md.contains("| E-NF | DW4 | 1000 | 8.10 ± 0.14 | 8.15 | 2 (1 missing) |"),
             "{md}"
         );
+        assert!(!cell.mixed_data() && !md.contains("different data"), "{md}");
         let out = table.write(dir.path()).unwrap();
         assert!(out.exists() && dir.path().join("table1-full.json").exists());
+        // Seeds trained on different data files: the table says which.
+        let path = planned[1].run_dir.join(files::RESULT);
+        let mut newer = RunResult::read(&path).unwrap();
+        newer.data_digest = Some("0123456789abcdef".into());
+        newer.write(&path).unwrap();
+        let table = merge(&opts).unwrap();
+        assert!(table.cells[0].mixed_data());
+        let md = table.markdown();
+        assert!(
+            md.contains("E-NF on DW4 with 1000 samples: the seeds were trained on different data files (data digests: seed 0 not recorded, seed 1 0123456789ab)."),
+            "{md}"
+        );
         // A result of another configuration in a planned directory is an error, not reused.
         let mut other = RunResult::read(&planned[0].run_dir.join(files::RESULT)).unwrap();
         other.config.training.lr = 1.0;
