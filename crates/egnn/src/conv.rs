@@ -121,10 +121,13 @@ impl EquivariantConv {
     ///
     /// Returns `(h', x', tangents')`; `tangents'.edge_attr` is the input's (the attributes do not
     /// change between layers). `radial`, when given, must be the squared distances of `x`.
+    ///
+    /// Shapes are not checked here (a building block of [`crate::Egnn::forward_jvp`], which
+    /// checks them and is the public entry point).
     // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op, which would overwrite
     // values autograd saved for the backward pass.
     #[allow(clippy::assign_op_pattern)]
-    pub fn forward_jvp(
+    pub(crate) fn forward_jvp(
         &self,
         h: &Tensor,
         x: &Tensor,
@@ -163,7 +166,7 @@ impl EquivariantConv {
                 -1,
             )),
         };
-        let d_pre = add(
+        let d_pre = add_tangents(
             d_pair.map(|d| self.edge_scalars.tangent(&d)),
             tangents.h.as_ref().map(|dh| {
                 self.edge_source.tangent(dh).unsqueeze(2)
@@ -207,12 +210,12 @@ impl EquivariantConv {
         let d_scale = match (d_phi, d_radial) {
             (None, None) => None,
             (dp, dr) => {
-                let num = add(dp, dr.map(|dr| -(&scale * dr) / (&norm * 2.0)));
+                let num = add_tangents(dp, dr.map(|dr| -(&scale * dr) / (&norm * 2.0)));
                 num.map(|n| n / &denom)
             }
         };
         let mut shift = (&diff * &scale).sum_dim_intlist(&[2i64][..], false, x.kind()); // [B, M, n]
-        let mut d_shift = add(d_diff.map(|dd| dd * &scale), d_scale.map(|ds| &diff * ds))
+        let mut d_shift = add_tangents(d_diff.map(|dd| dd * &scale), d_scale.map(|ds| &diff * ds))
             .map(|d| d.sum_dim_intlist(&[2i64][..], false, x.kind()));
         let mut agg = m.sum_dim_intlist(&[2i64][..], false, m.kind()); // [B, M, H]
         let mut d_agg = d_m.map(|dm| dm.sum_dim_intlist(&[2i64][..], false, m.kind()));
@@ -227,7 +230,7 @@ impl EquivariantConv {
             d_agg = d_agg.map(|d| d / &neighbours);
         }
         let x_new = x + shift;
-        let d_x_new = add(tangents.x.as_ref().map(Tensor::shallow_clone), d_shift);
+        let d_x_new = add_tangents(tangents.x.as_ref().map(Tensor::shallow_clone), d_shift);
 
         // Features (residual).
         let node_input = Tensor::cat(&[h, &agg], -1);
@@ -244,7 +247,7 @@ impl EquivariantConv {
         let z = self.node_in.forward(&node_input);
         let (a, d_a) = silu_jvp(&z, d_node_input.map(|d| self.node_in.tangent(&d)));
         let mut h_new = h + self.node_out.forward(&a);
-        let mut d_h_new = add(
+        let mut d_h_new = add_tangents(
             tangents.h.as_ref().map(Tensor::shallow_clone),
             d_a.map(|d| self.node_out.tangent(&d)),
         );
@@ -275,7 +278,7 @@ pub struct Tangents {
 }
 
 /// The sum of two tangents, `None` being zero.
-pub(crate) fn add(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
+pub(crate) fn add_tangents(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a + b),
         (a, None) => a,
@@ -284,8 +287,9 @@ pub(crate) fn add(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tensor> {
 }
 
 /// SiLU of `z` and its tangent `silu'(z) dz`, `silu'(z) = s (1 + z (1 - s))` with `s =
-/// sigmoid(z)`. Outside an autograd graph this is libtorch's fused `silu_backward`, which autograd
-/// cannot differentiate; inside one it is built from differentiable operations.
+/// sigmoid(z)`. Outside an autograd graph this is libtorch's fused `silu_backward`; inside one it
+/// is built from differentiable operations (libtorch 2.13 raises "derivative for
+/// aten::silu_backward is not implemented" when asked to differentiate the fused one).
 pub(crate) fn silu_jvp(z: &Tensor, dz: Option<Tensor>) -> (Tensor, Option<Tensor>) {
     let dy = dz.map(|dz| {
         if z.requires_grad() || dz.requires_grad() {

@@ -246,13 +246,29 @@ impl EgnnDynamics {
     ) -> Result<(Velocity, Velocity), EgnnError> {
         let size = check_positions(x, masks)?;
         let h = check_features(h, self.node_nf, &size, "none (particle system)")?;
-        let dh = h.and(dh);
-        if dx.size() != size || dh.is_some_and(|dh| Some(dh.size()) != h.map(Tensor::size)) {
+        if dx.size() != size {
             return Err(EgnnError::Shape {
-                what: "tangent of the positions or features",
-                expected: format!("{size:?} and the features' shape"),
-                got: dh.map_or_else(|| dx.size(), Tensor::size),
+                what: "tangent of the positions",
+                expected: format!("{size:?} (the positions' shape)"),
+                got: dx.size(),
             });
+        }
+        match (h, dh) {
+            (Some(h), Some(dh)) if dh.size() != h.size() => {
+                return Err(EgnnError::Shape {
+                    what: "tangent of the node features",
+                    expected: format!("{:?} (the features' shape)", h.size()),
+                    got: dh.size(),
+                })
+            }
+            (None, Some(dh)) => {
+                return Err(EgnnError::Shape {
+                    what: "tangent of the node features",
+                    expected: "none (particle system)".into(),
+                    got: dh.size(),
+                })
+            }
+            _ => {}
         }
         let node_input = self.node_input(t, x, h)?;
         let d_node_input = dh.map(|dh| {
@@ -274,12 +290,12 @@ impl EgnnDynamics {
             x: Some(dx.shallow_clone()),
             edge_attr: Some(d_edge_attr),
         };
-        let (h_out, x_out, (dh_out, dx_out)) =
+        let out =
             self.egnn
                 .forward_jvp(&node_input, x, Some(&edge_attr), true, masks, &tangents)?;
-        let v = self.output(x, &h_out, &x_out, masks)?;
-        let dh_out = dh_out.unwrap_or_else(|| h_out.zeros_like());
-        let dx_out = dx_out.unwrap_or_else(|| x_out.zeros_like());
+        let v = self.output(x, &out.h, &out.x, masks)?;
+        let dh_out = out.dh.unwrap_or_else(|| out.h.zeros_like());
+        let dx_out = out.dx.unwrap_or_else(|| out.x.zeros_like());
         let dv = self.output(dx, &dh_out, &dx_out, masks)?;
         Ok((v, dv))
     }

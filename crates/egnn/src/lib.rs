@@ -36,5 +36,5 @@ pub use error::EgnnError;
 pub use gnn::{GnnDynamics, GraphConv};
 pub use kernel::{KernelConfig, KernelDynamics};
 pub use masks::Masks;
-pub use network::Egnn;
+pub use network::{Egnn, JvpOutput};
 pub use simple::{SimpleConfig, SimpleDynamics};

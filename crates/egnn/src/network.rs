@@ -8,8 +8,18 @@ use crate::masks::Masks;
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-/// What [`Egnn::forward_jvp`] returns: `(h_out, x_out, (dh_out, dx_out))`.
-pub type NetworkOutput = (Tensor, Tensor, (Option<Tensor>, Option<Tensor>));
+/// What [`Egnn::forward_jvp`] returns: the outputs and their tangents.
+#[derive(Debug)]
+pub struct JvpOutput {
+    /// Output features `[batch, nodes, out_node_nf]`, zero at padded nodes.
+    pub h: Tensor,
+    /// Output positions `[batch, nodes, dims]`.
+    pub x: Tensor,
+    /// Tangent of `h` (same shape), `None` where it is zero.
+    pub dh: Option<Tensor>,
+    /// Tangent of `x` (same shape), `None` where it is zero.
+    pub dx: Option<Tensor>,
+}
 
 /// An EGNN mapping node features `[batch, nodes, in_node_nf]` and positions `[batch, nodes, dims]` to
 /// features `[batch, nodes, out_node_nf]` and updated positions.
@@ -74,7 +84,7 @@ impl Egnn {
         radial_is_edge_attr: bool,
         masks: &Masks,
     ) -> Result<(Tensor, Tensor), EgnnError> {
-        let (h, x, _) = self.forward_jvp(
+        let out = self.forward_jvp(
             h,
             x,
             edge_attr,
@@ -82,7 +92,7 @@ impl Egnn {
             masks,
             &Tangents::default(),
         )?;
-        Ok((h, x))
+        Ok((out.h, out.x))
     }
 
     /// [`Egnn::forward`] with forward-mode differentiation: also returns the directional
@@ -90,7 +100,7 @@ impl Egnn {
     /// in_node_nf]`, `x`, `edge_attr`, shaped as they are; `None` is a zero tangent), computed
     /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]).
     ///
-    /// Returns `(h_out, x_out, (dh_out, dx_out))`; a tangent is `None` where it is zero.
+    /// Returns the outputs and their tangents ([`JvpOutput`]).
     ///
     /// Errors: as [`Egnn::forward`]; [`EgnnError::Shape`] for a tangent shaped unlike its input.
     // `h = h * mask` on purpose: `*=` would be libtorch's in-place op inside an autograd graph.
@@ -103,7 +113,7 @@ impl Egnn {
         radial_is_edge_attr: bool,
         masks: &Masks,
         tangents: &Tangents,
-    ) -> Result<NetworkOutput, EgnnError> {
+    ) -> Result<JvpOutput, EgnnError> {
         self.check_inputs(h, x)?;
         let pairs = [
             ("node feature tangent", tangents.h.as_ref(), Some(h)),
@@ -151,7 +161,12 @@ impl Egnn {
             h = h * &node;
             dh = dh.map(|d| d * &node);
         }
-        Ok((h, x, (dh, tan.x)))
+        Ok(JvpOutput {
+            h,
+            x,
+            dh,
+            dx: tan.x,
+        })
     }
 
     fn check_inputs(&self, h: &Tensor, x: &Tensor) -> Result<(), EgnnError> {

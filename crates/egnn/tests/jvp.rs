@@ -1,7 +1,9 @@
 //! Forward-mode derivatives of the E-NF dynamics (in f64): `EgnnDynamics::velocity_jvp`'s tangent
 //! equals the Jacobian-vector product autograd computes by reverse mode, for particle systems and
 //! for padded batches with node features, every option of the layer (attention, tanh, mean
-//! aggregation) covered; its velocity is the plain forward pass's, bit for bit.
+//! aggregation, no time conditioning) covered, tangents at padded nodes included; its velocity is
+//! the plain forward pass's, bit for bit; the tangent is the same with and without an autograd
+//! graph; tangents of the wrong shape are typed errors.
 
 use egnn::testing::randomise_parameters;
 use egnn::{Aggregation, Dynamics, EgnnConfig, EgnnDynamics, EgnnError, Masks};
@@ -101,9 +103,10 @@ fn particle_system_tangent_is_the_jacobian_vector_product() {
 #[test]
 fn padded_batch_with_features_tangent_is_the_jacobian_vector_product() {
     let _rng = seeded(12);
-    for aggregation in [Aggregation::Sum, Aggregation::Mean] {
+    for (aggregation, condition_time) in [(Aggregation::Sum, true), (Aggregation::Mean, false)] {
         let config = EgnnConfig {
             aggregation,
+            condition_time,
             ..Default::default()
         };
         let (_vs, d) = dynamics(&config, 3, 0.3);
@@ -116,8 +119,9 @@ fn padded_batch_with_features_tangent_is_the_jacobian_vector_product() {
         let node = node_mask.unsqueeze(-1);
         let x = geometry::centre(&(Tensor::randn([3, 5, 3], F64) * 1.5), Some(&node_mask)).unwrap();
         let h = Tensor::randn([3, 5, 3], F64) * &node;
-        let dx = Tensor::randn([3, 5, 3], F64) * &node;
-        let dh = Tensor::randn([3, 5, 3], F64) * &node;
+        // Tangents nonzero at padded nodes too (the exact trace's unit vectors are).
+        let dx = Tensor::randn([3, 5, 3], F64);
+        let dh = Tensor::randn([3, 5, 3], F64);
         let (v, dv) = d
             .velocity_jvp(0.7, &x, Some(&h), &dx, Some(&dh), &masks)
             .unwrap()
@@ -133,6 +137,11 @@ fn padded_batch_with_features_tangent_is_the_jacobian_vector_product() {
         for (what, ours, reference) in [("x", &dv.x, &jx), ("h", &dvh, &jh)] {
             let err = relative_error(ours, reference);
             assert!(err < TOLERANCE, "{aggregation:?}, {what}: error {err:e}");
+            let scale = reference.abs().max().double_value(&[]);
+            assert!(
+                scale > 1e-3,
+                "{aggregation:?}, {what}: trivial Jacobian {scale}"
+            );
         }
         // Padded nodes: zero tangent, as their velocity is zero.
         let padded = node.ones_like() - &node;
@@ -140,6 +149,28 @@ fn padded_batch_with_features_tangent_is_the_jacobian_vector_product() {
             assert_eq!((t * &padded).abs().max().double_value(&[]), 0.0);
         }
     }
+}
+
+#[test]
+fn tangent_without_a_graph_equals_the_differentiable_one() {
+    // Without autograd the SiLU tangent is libtorch's fused kernel, with it a composition of
+    // differentiable operations: the same values up to round-off.
+    let _rng = seeded(14);
+    let (_vs, d) = dynamics(&EgnnConfig::default(), 0, 0.3);
+    let x = Tensor::randn([3, 4, 2], F64) * 1.5;
+    let dx = Tensor::randn([3, 4, 2], F64);
+    let masks = Masks::full(3, 4, Kind::Double, Device::Cpu);
+    let (_, with_graph) = d
+        .velocity_jvp(0.3, &x, None, &dx, None, &masks)
+        .unwrap()
+        .unwrap();
+    assert!(with_graph.x.requires_grad());
+    let (_, without) = tch::no_grad(|| d.velocity_jvp(0.3, &x, None, &dx, None, &masks))
+        .unwrap()
+        .unwrap();
+    assert!(!without.x.requires_grad());
+    let err = relative_error(&without.x, &with_graph.x);
+    assert!(err < TOLERANCE, "error {err:e}");
 }
 
 #[test]
@@ -155,6 +186,17 @@ fn tangents_of_the_wrong_shape_are_refused() {
         .unwrap_err();
     assert!(
         matches!(err, EgnnError::Shape { ref got, .. } if got == &vec![2, 4, 3]),
+        "{err}"
+    );
+    // A feature tangent for a particle system (no features) is refused, not ignored.
+    let dh = Tensor::randn([2, 4, 1], F64);
+    let dx = Tensor::randn([2, 4, 2], F64);
+    let err = d
+        .velocity_jvp(0.0, &x, None, &dx, Some(&dh), &masks)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, EgnnError::Shape { what, .. } if what.contains("features")),
         "{err}"
     );
 }

@@ -82,14 +82,15 @@ pub struct Cnf<D> {
     /// when they have one (default `true`): Hutchinson's estimate from `J eps`, the exact trace
     /// from `J e_k` for every unit vector. This applies to the solves that do not backpropagate
     /// through the solver: evaluation ([`GradientMode::NoGrad`]), which then builds no autograd
-    /// graph at all, and both solves of the adjoint method. The values are those of autograd's
-    /// vector-Jacobian products `eps^T J` (the reference's way), up to round-off. Measured on the paper's DW4 / LJ13 models, batch 100, one thread
-    /// (docs/results/ode-benchmarks.md): forward solve 70 against 123 ms / 765 against 875 ms,
-    /// adjoint training step 616 against 618 ms / 4.62 against 5.07 s. Backpropagation through
-    /// the solver always uses the vector-Jacobian product: there the forward-mode pass keeps more
-    /// intermediate tensors for the backward pass, and an LJ13 step took 7.6 against 4.6 s.
-    /// `false`: the vector-Jacobian product everywhere. The ODE regulariser always uses `eps^T J`
-    /// (its Frobenius term).
+    /// graph at all, and both solves of the adjoint method (Hutchinson's estimate only). The values are those of autograd's
+    /// vector-Jacobian products `eps^T J` (the reference's way), up to round-off. Measured on the
+    /// paper's models, batch 100, one thread, means of two runs (docs/results/ode-benchmarks.md):
+    /// DW4 forward solve 77 against 120 ms, LJ13 778 against 872 ms; the adjoint training step
+    /// changes within the run-to-run noise. Backpropagation through the solver always uses the
+    /// vector-Jacobian product: differentiating the forward-mode pass keeps more intermediate
+    /// tensors for the backward pass, and an LJ13 step took 7.6 against 4.6 s. `false`: the
+    /// vector-Jacobian product everywhere. The ODE regulariser always uses `eps^T J` (its
+    /// Frobenius term).
     pub forward_mode_trace: bool,
 }
 
@@ -202,17 +203,19 @@ impl<D: Dynamics> DensityRhs<'_, D> {
                         (v, tr)
                     }
                 },
-                (None, TraceWork::Exact(masks_rep)) => match self.exact_by_jvp(t, x, masks_rep) {
-                    Some(result) => result?,
-                    None => {
-                        let size = x.size();
-                        let d = size[1] * size[2];
-                        let x_rep = x_in.repeat([d, 1, 1]);
-                        let v_rep = self.layout.velocity(self.dynamics, t, &x_rep, masks_rep)?;
-                        let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
-                        (v_rep.narrow(0, 0, size[0]), tr)
+                (None, TraceWork::Exact(masks_rep)) => {
+                    let size = x.size();
+                    let x_rep = x_in.repeat([size[1] * size[2], 1, 1]);
+                    match self.exact_by_jvp(t, &x_rep, masks_rep) {
+                        Some(result) => result?,
+                        None => {
+                            let v_rep =
+                                self.layout.velocity(self.dynamics, t, &x_rep, masks_rep)?;
+                            let tr = exact_from_replicas(&v_rep, &x_rep, self.create_graph)?;
+                            (v_rep.narrow(0, 0, size[0]), tr)
+                        }
                     }
-                },
+                }
             };
             let mut out = vec![v, tr];
             if self.regularise {
@@ -292,21 +295,26 @@ impl<D: Dynamics> DensityRhs<'_, D> {
     }
 
     /// `(v, tr J)` exactly from `J e_k` for the D = nodes x channels unit vectors `e_k`: the
-    /// batch replicated D times, copy k pushed along `e_k` ([`DensityRhs::velocity_jvp`] with
-    /// `masks_rep`), and the k-th entry of its tangent summed over k.
+    /// batch replicated D times (`s_rep [D * batch, nodes, channels]`, copy k = rows `k * batch ..
+    /// (k + 1) * batch`), copy k pushed along `e_k` ([`DensityRhs::velocity_jvp`] with
+    /// `masks_rep`), and the k-th entry of its tangent summed over k. Only for solves without a
+    /// graph (evaluation): the exact trace is not used for training, and differentiating D
+    /// tangents is what the reverse-mode path already does.
     fn exact_by_jvp(
         &self,
         t: f64,
-        s: &Tensor,
+        s_rep: &Tensor,
         masks_rep: &Masks,
     ) -> Option<Result<(Tensor, Tensor), FlowError>> {
-        let size = s.size();
-        let (b, d) = (size[0], size[1] * size[2]);
-        let probes = unit_probes(d, s.kind(), s.device()); // [D, 1, D]
-        let tangent = probes
-            .expand([d, b, d], false)
-            .reshape([d * b, size[1], size[2]]);
-        let result = self.velocity_jvp(t, &s.repeat([d, 1, 1]), &tangent, masks_rep)?;
+        if self.regularise || !self.forward_mode || self.create_graph {
+            return None;
+        }
+        let size = s_rep.size();
+        let d = size[1] * size[2];
+        let b = size[0] / d.max(1);
+        let probes = unit_probes(d, s_rep.kind(), s_rep.device()); // [D, 1, D]
+        let tangent = probes.expand([d, b, d], false).reshape(&size[..]);
+        let result = self.velocity_jvp(t, s_rep, &tangent, masks_rep)?;
         Some(result.map(|(v, dv)| {
             let tr =
                 (dv.reshape([d, b, d]) * probes).sum_dim_intlist(&[0i64, 2][..], false, v.kind());
