@@ -401,8 +401,8 @@ impl Table {
         }
         for cell in self.cells.iter().filter(|c| c.mixed_data()) {
             out.push_str(&format!(
-                "\n\n{} on {} with {} samples: the seeds were trained on different data files \
-                 (data digests: {}).",
+                "\n\n{} on {} with {} samples: the seeds' recorded data digests differ or are \
+                 missing for some, so they may have been trained on different data files ({}).",
                 cell.method.paper_name(),
                 cell.system.name(),
                 cell.n_train,
@@ -703,7 +703,7 @@ mod tests {
         assert!(table.cells[0].mixed_data());
         let md = table.markdown();
         assert!(
-            md.contains("E-NF on DW4 with 1000 samples: the seeds were trained on different data files (data digests: seed 0 not recorded, seed 1 0123456789ab)."),
+            md.contains("E-NF on DW4 with 1000 samples: the seeds' recorded data digests differ or are missing for some, so they may have been trained on different data files (seed 0 not recorded, seed 1 0123456789ab)."),
             "{md}"
         );
         // A result of another configuration in a planned directory is an error, not reused.

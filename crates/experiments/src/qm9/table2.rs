@@ -3,7 +3,7 @@
 //! checkpoint, evaluated by this crate, and the data itself.
 //!
 //! Profiles: the default evaluates the NLL on a seeded random subset of 1,000 test molecules
-//! (Hutchinson trace, Gaussian probes), the exact-trace NLL on 10 (about a minute each here), and the stability of
+//! (Hutchinson trace, Gaussian probes), the exact-trace NLL on 10 (93-111 s each here), and the stability of
 //! 1,000 samples (about 30 minutes on 2 cores); `--full` the whole test split (13,083 molecules)
 //! with the Hutchinson trace, 100 with the exact trace, and 10,000 samples as the paper (about 6
 //! hours here).
