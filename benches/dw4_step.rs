@@ -9,7 +9,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use enf_benches::{dw4_batch, dw4_dataset, dw4_model, optimiser_with_reset};
+use enf_benches::{dw4_batch, dw4_dataset, dw4_model, optimiser_with_reset, train_step};
 use flow::{GradientMode, Noise, TraceEstimator};
 
 fn dw4(c: &mut Criterion) {
@@ -29,16 +29,7 @@ fn dw4(c: &mut Criterion) {
             config.training.workers = workers;
             let mut step = || {
                 restore();
-                experiments::train::train_step(
-                    &model,
-                    &mut opt,
-                    &mut Default::default(),
-                    &batch,
-                    &config,
-                    0,
-                    0,
-                )
-                .unwrap()
+                train_step(&model, &mut opt, &batch, &config)
             };
             let (_, nfe) = step();
             eprintln!("DW4 training step, {workers} worker(s): {nfe} NFE per shard's solve");

@@ -91,3 +91,16 @@ pub fn optimiser_with_reset(model: &EnfModel) -> (experiments::optim::AdamW, imp
     };
     (opt, reset)
 }
+
+/// One training step of `model` on `batch` as `config` says (epoch 0, step 0, no gradient
+/// clipping record): the step every training benchmark times. Returns the batch's NLL and the
+/// step's NFE.
+pub fn train_step(
+    model: &EnfModel,
+    opt: &mut experiments::optim::AdamW,
+    batch: &TensorBatch,
+    config: &RunConfig,
+) -> (f64, f64) {
+    experiments::train::train_step(model, opt, &mut Default::default(), batch, config, 0, 0)
+        .expect("a training step of an initialised model")
+}

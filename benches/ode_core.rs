@@ -19,7 +19,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use datasets::System;
-use enf_benches::{optimiser_with_reset, paper_model, reference_batch};
+use enf_benches::{optimiser_with_reset, paper_model, reference_batch, train_step};
 use experiments::config::GradientMethod;
 use flow::{GradientMode, Noise, TraceEstimator};
 use ode::{OdeError, OdeSolver};
@@ -85,16 +85,7 @@ fn enf(c: &mut Criterion) {
                 let mut step = || {
                     reset();
                     tch::manual_seed(1);
-                    experiments::train::train_step(
-                        &model,
-                        &mut opt,
-                        &mut Default::default(),
-                        &batch,
-                        &config,
-                        0,
-                        0,
-                    )
-                    .unwrap()
+                    train_step(&model, &mut opt, &batch, &config)
                 };
                 eprintln!(
                     "{name} training step ({method:?}{mode}): {:.0} NFE",
