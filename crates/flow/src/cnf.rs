@@ -82,8 +82,9 @@ pub struct Cnf<D> {
     /// when they have one (default `true`): Hutchinson's estimate from `J eps`, the exact trace
     /// from `J e_k` for every unit vector. This applies to the solves that do not backpropagate
     /// through the solver: evaluation ([`GradientMode::NoGrad`]), which then builds no autograd
-    /// graph at all, and both solves of the adjoint method (Hutchinson's estimate only). The values are those of autograd's
-    /// vector-Jacobian products `eps^T J` (the reference's way), up to round-off. Measured on the
+    /// graph at all, and both solves of the adjoint method (Hutchinson's estimate only). The
+    /// values are those of autograd's vector-Jacobian products `eps^T J` (the reference's way),
+    /// up to round-off. Measured on the
     /// paper's models, batch 100, one thread, means of two runs (docs/results/ode-benchmarks.md):
     /// DW4 forward solve 77 against 120 ms, LJ13 778 against 872 ms; the adjoint training step
     /// changes within the run-to-run noise. Backpropagation through the solver always uses the
@@ -112,8 +113,8 @@ struct DensityRhs<'a, D> {
     layout: StateLayout,
     /// Integrate the ODE regulariser as a third state component.
     regularise: bool,
-    /// Use the dynamics' forward-mode derivative for Hutchinson's estimate when they have one
-    /// (see [`Cnf::forward_mode_trace`] for when).
+    /// Use the dynamics' forward-mode derivative for the trace when they have one (see
+    /// [`Cnf::forward_mode_trace`] for when).
     forward_mode: bool,
 }
 
