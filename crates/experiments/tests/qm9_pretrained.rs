@@ -177,3 +177,56 @@ fn table2_runs_end_to_end_on_a_tiny_profile() {
     assert!(text.contains(&format!("{:.2}", table.nll_hutchinson.nll)));
     assert!(out.path().join("table2-default-samples.xyz").exists());
 }
+
+#[test]
+fn an_interrupted_nll_evaluation_resumes_from_its_journal_to_the_same_values() {
+    let Some(dir) = pretrained_dir() else { return };
+    let _guard = geometry::testing::seeded(11);
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/qm9.h5");
+    let ds = datasets::qm9::ensure_qm9(&data, None).unwrap();
+    let m = model(&dir);
+    // The four smallest test molecules: cheap solves.
+    let mut rows = ds.splits.test.clone();
+    rows.sort_by_key(|&r| (ds.n_atoms[r], r));
+    rows.truncate(4);
+    let trace = TraceEstimator::Hutchinson(Noise::Gaussian);
+    let out = tempfile::tempdir().unwrap();
+    let whole = out.path().join("whole.jsonl");
+    let eval = |journal: &std::path::Path| {
+        experiments::qm9::evaluate_nll(&m, &ds, &rows, 2, trace, 5, Some(journal), |_| {})
+    };
+    let full = eval(&whole).unwrap();
+    assert_eq!((full.n_molecules, full.resumed_batches), (4, 0));
+
+    // Interrupted after the first batch, in the middle of writing the second.
+    let text = std::fs::read_to_string(&whole).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two batches");
+    let cut = out.path().join("cut.jsonl");
+    let half = &lines[2][..lines[2].len() / 2];
+    std::fs::write(&cut, format!("{}\n{}\n{half}", lines[0], lines[1])).unwrap();
+    let resumed = eval(&cut).unwrap();
+    assert_eq!(resumed.resumed_batches, 1);
+    // Each batch draws its noise from its own seed: the re-evaluated batch gives the same values.
+    assert_eq!(resumed.nll, full.nll);
+    assert_eq!(resumed.mean_log_q, full.mean_log_q);
+    let again: Vec<String> = std::fs::read_to_string(&cut)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let values = |line: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(again.len(), 3);
+    assert_eq!(values(&again[2]), values(lines[2]));
+
+    // A finished journal is read back without evaluating; another seed is refused.
+    assert_eq!(eval(&whole).unwrap().resumed_batches, 2);
+    let err = experiments::qm9::evaluate_nll(&m, &ds, &rows, 2, trace, 6, Some(&whole), |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("seed: 5 in the journal, 6 now"), "{err}");
+}

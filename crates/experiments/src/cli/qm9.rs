@@ -56,6 +56,11 @@ pub struct EvaluateArgs {
     /// Also write the result as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Journal of finished batches (JSON lines): written as the evaluation goes, and an
+    /// interrupted evaluation with the same settings resumes from it. Refused if it was written
+    /// for another model, subset, trace, batch size, seed or tolerance.
+    #[arg(long)]
+    pub journal: Option<PathBuf>,
 }
 
 /// `enf qm9-sample`.
@@ -172,9 +177,16 @@ pub fn evaluate(args: &EvaluateArgs) -> Result<()> {
         _ => 64,
     });
     let bar = indicatif::ProgressBar::new(rows.len() as u64);
-    let eval = evaluate_nll(&model, &ds, &rows, batch_size, trace, args.seed, |done| {
-        bar.set_position(done as u64)
-    })?;
+    let eval = evaluate_nll(
+        &model,
+        &ds,
+        &rows,
+        batch_size,
+        trace,
+        args.seed,
+        args.journal.as_deref(),
+        |done| bar.set_position(done as u64),
+    )?;
     bar.finish_and_clear();
     println!(
         "QM9 {} split, {} molecules (seed {}), trace {:?}, rtol = atol = {}: NLL {:.2} +- {:.2} nats \

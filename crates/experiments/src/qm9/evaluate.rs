@@ -1,16 +1,20 @@
 //! Evaluation of a QM9 E-NF: the negative log-likelihood of test molecules (Table 2's NLL column)
 //! and the stability of sampled molecules (Table 2's stability columns).
 
+use std::path::Path;
 use std::time::Instant;
 
 use datasets::qm9::{Molecule, Qm9Dataset, StabilitySummary};
 use flow::{GradientMode, TraceEstimator};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use tch::Kind;
 
 use super::batch::Qm9Batch;
+use super::journal::{
+    parameter_digest, rows_digest, BatchRecord, EvaluationJournal, JournalHeader,
+};
 use super::model::Qm9Model;
 use crate::error::ExperimentError;
 
@@ -47,20 +51,32 @@ pub struct NllEvaluation {
     pub batch_size: usize,
     /// Mean function evaluations per batch solve.
     pub nfe_per_batch: f64,
-    /// Wall time, seconds.
+    /// Evaluation time, seconds (the sum over batches, of every session of a resumed journal).
     pub seconds: f64,
     /// Throughput, molecules per second.
     pub molecules_per_second: f64,
+    /// Batches taken from the evaluation's journal rather than evaluated in this session.
+    #[serde(default)]
+    pub resumed_batches: usize,
 }
 
 /// `-log p(x, h, M)` of the molecules `rows` of `ds`, in batches of `batch_size` molecules of
-/// similar size (rows sorted by atom count: less padding; the sorting also decides which noise
-/// draws each molecule gets, and the batch shares one adaptive solve, so values differ from
-/// another batching by the estimators' noise and the solver tolerance), with libtorch's
-/// generator seeded by `seed` for the dequantization noise and the Hutchinson probes. `progress(done)` is called after each batch.
+/// similar size (rows sorted by atom count: less padding; the batch shares one adaptive solve, so
+/// values differ from another batching by the estimators' noise and the solver tolerance). Batch
+/// `k` seeds libtorch's generator with [`batch_seed`]`(seed, k)` for its dequantization noise and
+/// Hutchinson probes, so a batch's values do not depend on the batches before it.
+/// `progress(done)` is called after each batch.
 ///
-/// Errors: [`ExperimentError::Flow`] for a failed solve; [`ExperimentError::NonFiniteNll`] when
-/// a molecule's NLL is not finite (naming its row).
+/// With a `journal` path ([`EvaluationJournal`]) every finished batch is appended to that file,
+/// and the batches it already holds are taken from it instead of being evaluated again: an
+/// interrupted evaluation resumes where it stopped and ends with the values an uninterrupted one
+/// would have given. `seconds` then counts the time of all sessions.
+///
+/// Errors: [`ExperimentError::Config`] for no molecules, a zero batch size or a journal written
+/// for another evaluation; [`ExperimentError::Io`] for the journal's file;
+/// [`ExperimentError::Flow`] for a failed solve; [`ExperimentError::NonFiniteNll`] when a
+/// molecule's NLL is not finite (naming its row; the batches before it stay in the journal).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_nll(
     model: &Qm9Model,
     ds: &Qm9Dataset,
@@ -68,6 +84,7 @@ pub fn evaluate_nll(
     batch_size: usize,
     trace: TraceEstimator,
     seed: u64,
+    journal: Option<&Path>,
     mut progress: impl FnMut(usize),
 ) -> Result<NllEvaluation, ExperimentError> {
     if rows.is_empty() || batch_size == 0 {
@@ -76,13 +93,41 @@ pub fn evaluate_nll(
             message: "needs at least one molecule and a batch size of at least 1".into(),
         });
     }
-    tch::manual_seed(seed as i64);
     let mut order = rows.to_vec();
     order.sort_by_key(|&r| (ds.n_atoms.get(r).copied().unwrap_or(0), r));
-    let start = Instant::now();
+    let mut journal = match journal {
+        Some(path) => {
+            let options = &model.flow.solver.options;
+            let header = JournalHeader {
+                version: 1,
+                model_digest: parameter_digest(&model.vs)?,
+                rows_digest: rows_digest(&order),
+                n_molecules: order.len(),
+                trace,
+                batch_size,
+                seed,
+                rtol: options.rtol,
+                atol: options.atol,
+            };
+            Some(EvaluationJournal::open(path, &header)?)
+        }
+        None => None,
+    };
+    let mut records = journal
+        .as_mut()
+        .map(|j| std::mem::take(&mut j.done))
+        .unwrap_or_default();
+    let resumed_batches = records.len();
+    if resumed_batches > 0 {
+        tracing::info!(
+            "resuming: {resumed_batches} of {} batches already in the journal",
+            order.len().div_ceil(batch_size)
+        );
+    }
     let device = model.vs.device();
-    let (mut values, mut sums, mut nfe, mut batches) = (Vec::new(), [0f64; 4], 0usize, 0usize);
-    for chunk in order.chunks(batch_size) {
+    for (k, chunk) in order.chunks(batch_size).enumerate().skip(resumed_batches) {
+        let start = Instant::now();
+        tch::manual_seed(batch_seed(seed, k));
         let batch = Qm9Batch::gather(ds, chunk, Kind::Float, device)?;
         let ll = model.log_likelihood(&batch, trace, GradientMode::NoGrad)?;
         let to_vec = |t: &tch::Tensor| -> Result<Vec<f64>, ExperimentError> {
@@ -97,35 +142,64 @@ pub fn evaluate_nll(
                 value: -v,
             });
         }
-        for (k, t) in [&ll.log_pz, &ll.log_det, &ll.log_q, &ll.log_p_m]
-            .into_iter()
-            .enumerate()
-        {
-            sums[k] += to_vec(t)?.iter().sum::<f64>();
+        let record = BatchRecord {
+            batch: k,
+            rows: chunk.to_vec(),
+            nll: lp.iter().map(|v| -v).collect(),
+            log_pz: to_vec(&ll.log_pz)?,
+            log_det: to_vec(&ll.log_det)?,
+            log_q: to_vec(&ll.log_q)?,
+            log_p_m: to_vec(&ll.log_p_m)?,
+            nfe: ll.stats.nfe,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        if let Some(j) = journal.as_mut() {
+            j.append(&record)?;
         }
-        values.extend(lp.iter().map(|v| -v));
-        nfe += ll.stats.nfe;
-        batches += 1;
-        progress(values.len());
+        records.push(record);
+        progress(records.iter().map(|r| r.rows.len()).sum());
     }
-    let seconds = start.elapsed().as_secs_f64();
+    Ok(summarise(&records, trace, batch_size, resumed_batches))
+}
+
+/// The seed of libtorch's generator for batch `k` of an evaluation seeded by `seed`: the first
+/// draw of ChaCha8 stream `k` seeded by `seed`, as a non-negative i64.
+pub fn batch_seed(seed: u64, k: usize) -> i64 {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(k as u64);
+    (rng.next_u64() >> 1) as i64
+}
+
+/// Means, standard error and throughput of the batches of an evaluation.
+fn summarise(
+    records: &[BatchRecord],
+    trace: TraceEstimator,
+    batch_size: usize,
+    resumed_batches: usize,
+) -> NllEvaluation {
+    let values: Vec<f64> = records.iter().flat_map(|r| r.nll.iter().copied()).collect();
     let n = values.len() as f64;
+    let mean_of = |f: fn(&BatchRecord) -> &Vec<f64>| {
+        records.iter().flat_map(|r| f(r).iter()).sum::<f64>() / n
+    };
     let mean = values.iter().sum::<f64>() / n;
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    Ok(NllEvaluation {
+    let seconds: f64 = records.iter().map(|r| r.seconds).sum();
+    NllEvaluation {
         n_molecules: values.len(),
         nll: mean,
         nll_std_err: (var / n).sqrt(),
-        mean_log_pz: sums[0] / n,
-        mean_log_det: sums[1] / n,
-        mean_log_q: sums[2] / n,
-        mean_log_p_m: sums[3] / n,
+        mean_log_pz: mean_of(|r| &r.log_pz),
+        mean_log_det: mean_of(|r| &r.log_det),
+        mean_log_q: mean_of(|r| &r.log_q),
+        mean_log_p_m: mean_of(|r| &r.log_p_m),
         trace,
         batch_size,
-        nfe_per_batch: nfe as f64 / batches as f64,
+        nfe_per_batch: records.iter().map(|r| r.nfe as f64).sum::<f64>() / records.len() as f64,
         seconds,
         molecules_per_second: n / seconds,
-    })
+        resumed_batches,
+    }
 }
 
 /// Stability of sampled molecules.

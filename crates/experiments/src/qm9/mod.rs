@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod evaluate;
+pub mod journal;
 pub mod model;
 pub mod pretrained;
 pub mod render;
@@ -13,8 +14,9 @@ pub mod train;
 
 pub use batch::Qm9Batch;
 pub use evaluate::{
-    evaluate_nll, sample_molecules, seeded_subset, NllEvaluation, SampleEvaluation,
+    batch_seed, evaluate_nll, sample_molecules, seeded_subset, NllEvaluation, SampleEvaluation,
 };
+pub use journal::{EvaluationJournal, JournalHeader};
 pub use model::{Qm9LogLikelihood, Qm9Model, Qm9ModelConfig};
 pub use pretrained::{load_pretrained, PretrainedFiles, ReferenceArgs};
 pub use table2::{reproduce_table2, Table2, Table2Options, Table2Profile};

@@ -7,6 +7,9 @@
 //! 1,000 samples (about 30 minutes on 2 cores); `--full` the whole test split (13,083 molecules)
 //! with the Hutchinson trace, 100 with the exact trace, and 10,000 samples as the paper (about 6
 //! hours here).
+//! Both NLL evaluations keep journals of their finished batches in
+//! `<out_dir>/table2-journals/` ([`crate::qm9::journal`]): an interrupted run resumes them, and a
+//! re-run with the same settings reads them back instead of evaluating again.
 //! The GNF-attention rows need QM9-trained GNF models (`enf qm9-train --method gnf_att` or
 //! `gnf_att_aug`, [`crate::qm9::Qm9ModelConfig::method`]); no profile trains them yet, so they
 //! are listed with the paper's numbers only.
@@ -164,6 +167,13 @@ impl Table2 {
             self.tol,
             self.seconds
         );
+        let resumed = self.nll_hutchinson.resumed_batches
+            + self.nll_exact.as_ref().map_or(0, |e| e.resumed_batches);
+        if resumed > 0 {
+            s.push_str(&format!(
+                "{resumed} batches of the NLL evaluations were read back from their journals                  (`table2-journals/`, written by an earlier, interrupted or finished run with                  the same settings), not evaluated again.\n\n"
+            ));
+        }
         s.push_str("| method | NLL ours | NLL paper | atom stable ours | paper | mol stable ours | paper | source |\n");
         s.push_str("|---|---|---|---|---|---|---|---|\n");
         for r in &self.rows {
@@ -221,6 +231,15 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
         b.set_message(what.to_string());
         b
     };
+    // Journals of the NLL evaluations: an interrupted run resumes them, a finished one is
+    // read back (the journal's header must match: same checkpoint, molecules, seed, tolerance).
+    let journal = |trace: &str| {
+        options.out_dir.join("table2-journals").join(format!(
+            "{}-{trace}-seed{}.jsonl",
+            options.profile.name(),
+            options.seed
+        ))
+    };
     let rows = seeded_subset(test, options.n_nll.unwrap_or(test.len()), options.seed);
     tracing::info!("QM9 NLL (Hutchinson) of {} test molecules", rows.len());
     let b = bar(rows.len(), "NLL");
@@ -231,6 +250,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
         64,
         TraceEstimator::Hutchinson(Noise::Gaussian),
         options.seed,
+        Some(&journal("hutchinson")),
         |d| b.set_position(d as u64),
     )?;
     b.finish_and_clear();
@@ -250,6 +270,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
             2,
             TraceEstimator::Exact,
             options.seed,
+            Some(&journal("exact")),
             |d| b.set_position(d as u64),
         )?;
         b.finish_and_clear();
