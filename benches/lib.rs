@@ -56,9 +56,11 @@ pub fn reference_batch(system: System, file: &str, n: usize) -> TensorBatch {
 }
 
 /// The paper's E-NF (3 layers, 32 features) for the 1,000-sample cell of `system`, at its
-/// initialisation for seed 0; one libtorch thread and denormals flushed, as training runs.
+/// initialisation for seed 0; one libtorch thread, denormals flushed and the allocator tuned
+/// ([`geometry::tune_allocator`]), as training runs.
 pub fn paper_model(system: System) -> (RunConfig, EnfModel) {
     geometry::flush_denormals();
+    geometry::tune_allocator();
     tch::set_num_threads(1);
     let config = RunConfig::paper_cell(system, 1000, 0).expect("a cell of the paper");
     tch::manual_seed(0);

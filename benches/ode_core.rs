@@ -28,6 +28,7 @@ use tch::{Kind, Tensor};
 
 fn overhead(c: &mut Criterion) {
     geometry::flush_denormals();
+    geometry::tune_allocator();
     tch::set_num_threads(1);
     let mut group = c.benchmark_group("ode_overhead");
     let decay = |_t: f64, y: &[Tensor]| -> Result<Vec<Tensor>, OdeError> { Ok(vec![-&y[0]]) };

@@ -35,6 +35,7 @@ fn memory_mib() -> anyhow::Result<(f64, f64)> {
 
 fn main() -> anyhow::Result<()> {
     geometry::flush_denormals();
+    geometry::tune_allocator();
     tch::set_num_threads(1);
     let args: Vec<String> = std::env::args().collect();
     let method = match args.get(1).map(String::as_str) {

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
     geometry::flush_denormals();
+    geometry::tune_allocator();
     let args: Vec<String> = std::env::args().collect();
     let run_dir = PathBuf::from(
         args.get(1)

