@@ -152,3 +152,25 @@ mod tests {
         }
     }
 }
+
+/// Appends `value` as one JSON line to `path` (created if missing) and syncs it to disk, so a
+/// kill leaves at most the line being written incomplete.
+///
+/// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] (key `json`) if `value` cannot
+/// be serialised.
+pub fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), ExperimentError> {
+    use std::io::Write;
+    let mut text = serde_json::to_string(value).map_err(|e| ExperimentError::Config {
+        key: "json".into(),
+        message: e.to_string(),
+    })?;
+    text.push('\n');
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ExperimentError::io(path, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_data())
+        .map_err(|e| ExperimentError::io(path, e))
+}

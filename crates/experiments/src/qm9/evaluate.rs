@@ -13,7 +13,7 @@ use tch::Kind;
 
 use super::batch::Qm9Batch;
 use super::journal::{
-    parameter_digest, rows_digest, BatchRecord, EvaluationJournal, JournalHeader,
+    model_digest, rows_digest, BatchRecord, EvaluationJournal, JournalHeader, JOURNAL_VERSION,
 };
 use super::model::Qm9Model;
 use crate::error::ExperimentError;
@@ -70,12 +70,15 @@ pub struct NllEvaluation {
 /// With a `journal` path ([`EvaluationJournal`]) every finished batch is appended to that file,
 /// and the batches it already holds are taken from it instead of being evaluated again: an
 /// interrupted evaluation resumes where it stopped and ends with the values an uninterrupted one
-/// would have given. `seconds` then counts the time of all sessions.
+/// would have given (on the same hardware and thread count; elsewhere to round-off). `seconds`
+/// then counts the time of all sessions, and `progress` starts at the molecules read back.
 ///
-/// Errors: [`ExperimentError::Config`] for no molecules, a zero batch size or a journal written
-/// for another evaluation; [`ExperimentError::Io`] for the journal's file;
-/// [`ExperimentError::Flow`] for a failed solve; [`ExperimentError::NonFiniteNll`] when a
-/// molecule's NLL is not finite (naming its row; the batches before it stay in the journal).
+/// Errors: [`ExperimentError::Config`] for no molecules, a row outside the data set, a zero
+/// batch size, or a journal written for another evaluation or whose batches do not match this
+/// one's; [`ExperimentError::Io`] and [`ExperimentError::Data`] for the journal's file;
+/// [`ExperimentError::Torch`] for tensors that cannot be read back; [`ExperimentError::Flow`] for
+/// a failed solve; [`ExperimentError::NonFiniteNll`] when a molecule's NLL is not finite (naming
+/// its row; the batches before it stay in the journal).
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate_nll(
     model: &Qm9Model,
@@ -93,23 +96,35 @@ pub fn evaluate_nll(
             message: "needs at least one molecule and a batch size of at least 1".into(),
         });
     }
+    if let Some(&r) = rows.iter().find(|&&r| r >= ds.len()) {
+        return Err(ExperimentError::Config {
+            key: "evaluation".into(),
+            message: format!("row {r} is outside the data set ({} molecules)", ds.len()),
+        });
+    }
     let mut order = rows.to_vec();
-    order.sort_by_key(|&r| (ds.n_atoms.get(r).copied().unwrap_or(0), r));
+    order.sort_by_key(|&r| (ds.n_atoms[r], r));
+    let n_batches = order.len().div_ceil(batch_size);
     let mut journal = match journal {
         Some(path) => {
-            let options = &model.flow.solver.options;
+            let context = format!(
+                "{:?}; {:?}; forward_mode_trace {}",
+                model.config, model.node_counts, model.flow.forward_mode_trace
+            );
             let header = JournalHeader {
-                version: 1,
-                model_digest: parameter_digest(&model.vs)?,
+                version: JOURNAL_VERSION,
+                model_digest: model_digest(&model.vs, &context)?,
+                data_digest: ds.source_sha256.clone(),
                 rows_digest: rows_digest(&order),
                 n_molecules: order.len(),
                 trace,
                 batch_size,
                 seed,
-                rtol: options.rtol,
-                atol: options.atol,
+                solver: format!("{:?}", model.flow.solver),
             };
-            Some(EvaluationJournal::open(path, &header)?)
+            let j = EvaluationJournal::open(path, &header)?;
+            check_records(&j.done, &order, batch_size, path)?;
+            Some(j)
         }
         None => None,
     };
@@ -118,11 +133,10 @@ pub fn evaluate_nll(
         .map(|j| std::mem::take(&mut j.done))
         .unwrap_or_default();
     let resumed_batches = records.len();
+    let mut done: usize = records.iter().map(|r| r.rows.len()).sum();
     if resumed_batches > 0 {
-        tracing::info!(
-            "resuming: {resumed_batches} of {} batches already in the journal",
-            order.len().div_ceil(batch_size)
-        );
+        tracing::info!("resuming: {resumed_batches} of {n_batches} batches already in the journal");
+        progress(done);
     }
     let device = model.vs.device();
     for (k, chunk) in order.chunks(batch_size).enumerate().skip(resumed_batches) {
@@ -156,10 +170,39 @@ pub fn evaluate_nll(
         if let Some(j) = journal.as_mut() {
             j.append(&record)?;
         }
+        done += record.rows.len();
         records.push(record);
-        progress(records.iter().map(|r| r.rows.len()).sum());
+        progress(done);
     }
     Ok(summarise(&records, trace, batch_size, resumed_batches))
+}
+
+/// Checks that the records read back from a journal are this evaluation's batches: at most
+/// as many, each with the rows of its batch and one value per row.
+fn check_records(
+    records: &[BatchRecord],
+    order: &[usize],
+    batch_size: usize,
+    path: &Path,
+) -> Result<(), ExperimentError> {
+    let mut chunks = order.chunks(batch_size);
+    for r in records {
+        let lengths = [&r.nll, &r.log_pz, &r.log_det, &r.log_q, &r.log_p_m].map(Vec::len);
+        let ok = chunks.next().is_some_and(|c| c == r.rows.as_slice())
+            && lengths.iter().all(|&n| n == r.rows.len());
+        if !ok {
+            return Err(ExperimentError::Config {
+                key: "journal".into(),
+                message: format!(
+                    "{}: batch {} (line {}) does not hold this evaluation's molecules",
+                    path.display(),
+                    r.batch,
+                    r.batch + 2
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The seed of libtorch's generator for batch `k` of an evaluation seeded by `seed`: the first

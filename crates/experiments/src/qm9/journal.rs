@@ -3,14 +3,14 @@
 //! resumed without losing more than the batch in progress.
 //!
 //! Layout (JSON lines): the first line is a [`JournalHeader`] naming everything that decides the
-//! numbers (the model's parameters by digest, the molecules, the trace, the batch size, the seed
-//! and the solver's tolerances); every further line is a [`BatchRecord`] with the per-molecule
+//! numbers (the model by digest, the data source, the molecules, the trace, the batch size, the
+//! seed and the solver); every further line is a [`BatchRecord`] with the per-molecule
 //! values of one batch, in batch order. Lines are appended and synced to disk one at a time; a
 //! last line cut short by a kill is dropped on resume. A journal whose header differs from the
 //! evaluation asked for is refused, never overwritten.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use flow::TraceEstimator;
@@ -19,27 +19,41 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ExperimentError;
 
+/// The journal format written by this version.
+pub const JOURNAL_VERSION: u32 = 2;
+
 /// What decides an evaluation's numbers; a journal is resumed only under the same header.
+/// (Not recorded: libtorch's thread count and the CPU, which can change the last bits of
+/// reductions; a resumed evaluation on other hardware is consistent to round-off only.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JournalHeader {
-    /// Format version of the journal (1).
+    /// Format version of the journal ([`JOURNAL_VERSION`]).
     pub version: u32,
-    /// SHA-256 of the model's parameters ([`parameter_digest`]).
+    /// SHA-256 of the model ([`model_digest`]): its parameters, its configuration, p(M) and how
+    /// it takes traces.
+    #[serde(default)]
     pub model_digest: String,
+    /// SHA-256 of the source the data set was made from (`Qm9Dataset::source_sha256`).
+    #[serde(default)]
+    pub data_digest: String,
     /// SHA-256 of the evaluated rows in evaluation order (little-endian u64 each).
+    #[serde(default)]
     pub rows_digest: String,
     /// Number of molecules.
+    #[serde(default)]
     pub n_molecules: usize,
     /// The trace estimator.
     pub trace: TraceEstimator,
     /// Molecules per batch.
+    #[serde(default)]
     pub batch_size: usize,
     /// Seed of the dequantization noise and the probes (each batch draws from its own stream).
+    #[serde(default)]
     pub seed: u64,
-    /// The solver's relative tolerance.
-    pub rtol: f64,
-    /// The solver's absolute tolerance.
-    pub atol: f64,
+    /// The ODE solver: method and every option (tolerances, controller, limits), as its `Debug`
+    /// form.
+    #[serde(default)]
+    pub solver: String,
 }
 
 /// The values of one finished batch; every vector has one entry per molecule of the batch.
@@ -65,31 +79,37 @@ pub struct BatchRecord {
     pub seconds: f64,
 }
 
-/// An open journal: the records already written and a handle to append more.
+/// An open journal: the records already written, and the file to append more to.
 #[derive(Debug)]
 pub struct EvaluationJournal {
     path: PathBuf,
-    file: File,
     /// Records found when the journal was opened (resumed batches), in batch order.
     pub done: Vec<BatchRecord>,
 }
 
 impl EvaluationJournal {
     /// Opens the journal at `path` for the evaluation described by `header`: creates it (with its
-    /// header line) if it does not exist, otherwise reads its finished batches. A last line cut
-    /// short (no newline, not valid JSON) is removed from the file.
+    /// header line, written atomically) if it does not exist or is empty, otherwise reads its
+    /// finished batches. A last line without its newline (a write cut short by a kill) is removed
+    /// from the file and its batch evaluated again. One process at a time may use a journal (it
+    /// is not locked).
     ///
-    /// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] (key `journal`) when the file
-    /// was written for another evaluation (names the first setting that differs), or is malformed
-    /// before its last line, or its batches are out of order.
+    /// Errors: [`ExperimentError::Io`] and [`ExperimentError::Data`] (writing the header) for
+    /// the file; [`ExperimentError::Config`] (key `journal`) when the file was written for
+    /// another evaluation (names the first setting that differs), its header line is incomplete,
+    /// a complete line is malformed, or its batches are out of order.
     pub fn open(path: &Path, header: &JournalHeader) -> Result<Self, ExperimentError> {
         let io = |e| ExperimentError::io(path, e);
         let refuse = |message: String| ExperimentError::Config {
             key: "journal".into(),
             message: format!("{}: {message}", path.display()),
         };
-        if !path.exists() {
-            datasets::atomic::ensure_parent_dir(path)?;
+        let empty = match std::fs::metadata(path) {
+            Ok(m) => m.len() == 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io(e)),
+        };
+        if empty {
             let mut line = serde_json::to_string(header).map_err(|e| refuse(e.to_string()))?;
             line.push('\n');
             // The header is written whole or not at all, so a new journal is never half made.
@@ -105,6 +125,9 @@ impl EvaluationJournal {
             }
             let complete = line.ends_with('\n');
             if first {
+                if !complete {
+                    return Err(refuse("its header line is incomplete".into()));
+                }
                 let found: JournalHeader = serde_json::from_str(line.trim_end())
                     .map_err(|e| refuse(format!("the first line is not a journal header ({e})")))?;
                 if let Some(what) = header_difference(&found, header) {
@@ -133,17 +156,17 @@ impl EvaluationJournal {
             }
             good_len += n as u64;
         }
-        let file = OpenOptions::new().append(true).open(path).map_err(io)?;
-        if file.metadata().map_err(io)?.len() != good_len {
+        if std::fs::metadata(path).map_err(io)?.len() != good_len {
             tracing::warn!(
                 "{}: dropping a last line cut short (the batch is evaluated again)",
                 path.display()
             );
+            let file = OpenOptions::new().write(true).open(path).map_err(io)?;
             file.set_len(good_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
         }
         Ok(EvaluationJournal {
             path: path.to_path_buf(),
-            file,
             done,
         })
     }
@@ -152,14 +175,7 @@ impl EvaluationJournal {
     ///
     /// Errors: [`ExperimentError::Io`].
     pub fn append(&mut self, record: &BatchRecord) -> Result<(), ExperimentError> {
-        let io = |e| ExperimentError::io(&self.path, e);
-        let mut line = serde_json::to_string(record).map_err(|e| ExperimentError::Config {
-            key: "journal".into(),
-            message: e.to_string(),
-        })?;
-        line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(io)?;
-        self.file.sync_data().map_err(io)
+        crate::results::append_json_line(&self.path, record)
     }
 }
 
@@ -172,9 +188,14 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> Option<St
             wanted.version.to_string(),
         ),
         (
-            "model parameters",
+            "model",
             found.model_digest.clone(),
             wanted.model_digest.clone(),
+        ),
+        (
+            "data source",
+            found.data_digest.clone(),
+            wanted.data_digest.clone(),
         ),
         (
             "molecules",
@@ -192,11 +213,7 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> Option<St
             wanted.batch_size.to_string(),
         ),
         ("seed", found.seed.to_string(), wanted.seed.to_string()),
-        (
-            "rtol, atol",
-            format!("{}, {}", found.rtol, found.atol),
-            format!("{}, {}", wanted.rtol, wanted.atol),
-        ),
+        ("solver", found.solver.clone(), wanted.solver.clone()),
     ];
     pairs
         .into_iter()
@@ -204,11 +221,12 @@ fn header_difference(found: &JournalHeader, wanted: &JournalHeader) -> Option<St
         .map(|(what, f, w)| format!("{what}: {f} in the journal, {w} now"))
 }
 
-/// SHA-256 of a set of named parameters: each name, shape and its values as little-endian f64,
-/// in name order, so it does not depend on the parameters' dtype or device.
+/// SHA-256 of what a model computes with: each parameter's name (in name order), shape and values
+/// as little-endian f64 (so it does not depend on dtype or device), then `context` (the model's
+/// configuration, p(M) and trace mode, in words).
 ///
 /// Errors: [`ExperimentError::Torch`] if a tensor cannot be read.
-pub fn parameter_digest(vs: &tch::nn::VarStore) -> Result<String, ExperimentError> {
+pub fn model_digest(vs: &tch::nn::VarStore, context: &str) -> Result<String, ExperimentError> {
     let mut named: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
     named.sort_by(|a, b| a.0.cmp(&b.0));
     let mut hasher = Sha256::new();
@@ -227,6 +245,7 @@ pub fn parameter_digest(vs: &tch::nn::VarStore) -> Result<String, ExperimentErro
             hasher.update(v.to_le_bytes());
         }
     }
+    hasher.update(context.as_bytes());
     Ok(format!("{:x}", hasher.finalize()))
 }
 
@@ -243,18 +262,19 @@ pub fn rows_digest(rows: &[usize]) -> String {
 mod tests {
     use super::*;
     use flow::Noise;
+    use std::io::Write;
 
     fn header(seed: u64) -> JournalHeader {
         JournalHeader {
-            version: 1,
+            version: JOURNAL_VERSION,
             model_digest: "m".into(),
+            data_digest: "d".into(),
             rows_digest: rows_digest(&[3, 1, 2]),
             n_molecules: 3,
             trace: TraceEstimator::Hutchinson(Noise::Gaussian),
             batch_size: 2,
             seed,
-            rtol: 1e-4,
-            atol: 1e-4,
+            solver: "dopri5".into(),
         }
     }
 
@@ -328,5 +348,34 @@ mod tests {
             err.contains("batch 0 found where batch 1 was expected"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_gets_a_header_and_an_older_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eval.jsonl");
+        std::fs::write(&path, "").unwrap();
+        let mut j = EvaluationJournal::open(&path, &header(0)).unwrap();
+        j.append(&record(0)).unwrap();
+        drop(j);
+        assert_eq!(
+            EvaluationJournal::open(&path, &header(0)).unwrap().done,
+            vec![record(0)]
+        );
+        // A journal of format 1 (its header had rtol/atol instead of the solver).
+        let v1 = r#"{"version":1,"model_digest":"m","rows_digest":"r","n_molecules":3,"trace":{"kind":"exact"},"batch_size":2,"seed":0,"rtol":0.0001,"atol":0.0001}"#;
+        std::fs::write(&path, format!("{v1}\n")).unwrap();
+        let err = EvaluationJournal::open(&path, &header(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("version: 1 in the journal, 2 now"), "{err}");
+        // A header line without its newline is refused, not appended to.
+        let line = serde_json::to_string(&header(0)).unwrap();
+        std::fs::write(&path, &line).unwrap();
+        let err = EvaluationJournal::open(&path, &header(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("header line is incomplete"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), line);
     }
 }

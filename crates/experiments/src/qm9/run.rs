@@ -7,7 +7,6 @@
 //! re-seeded at every step, GNF-att-aug's rotations keyed by seed and step); a directory of another configuration is refused untouched.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -223,7 +222,7 @@ pub fn train_qm9(
             report: r,
             seconds: start.elapsed().as_secs_f64(),
         };
-        append_line(&metrics_path, &line)?;
+        crate::results::append_json_line(&metrics_path, &line)?;
         progress(step + 1, &r);
         report = Some(r);
         if (step + 1) % config.checkpoint_every == 0 || step + 1 == config.steps {
@@ -231,21 +230,6 @@ pub fn train_qm9(
         }
     }
     Ok((model, report))
-}
-
-fn append_line(path: &Path, line: &Qm9StepLine) -> Result<(), ExperimentError> {
-    let text = serde_json::to_string(line).map_err(|e| ExperimentError::Config {
-        key: "metrics".into(),
-        message: e.to_string(),
-    })?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ExperimentError::io(path, e))?;
-    writeln!(f, "{text}")
-        .and_then(|()| f.sync_data())
-        .map_err(|e| ExperimentError::io(path, e))
 }
 
 fn save(

@@ -171,7 +171,9 @@ impl Table2 {
             + self.nll_exact.as_ref().map_or(0, |e| e.resumed_batches);
         if resumed > 0 {
             s.push_str(&format!(
-                "{resumed} batches of the NLL evaluations were read back from their journals                  (`table2-journals/`, written by an earlier, interrupted or finished run with                  the same settings), not evaluated again.\n\n"
+                "{resumed} batches of the NLL evaluations were read back from their journals \
+                 (`table2-journals/`, written by an earlier, interrupted or finished run with \
+                 the same settings), not evaluated again.\n\n"
             ));
         }
         s.push_str("| method | NLL ours | NLL paper | atom stable ours | paper | mol stable ours | paper | source |\n");
@@ -233,10 +235,12 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
     };
     // Journals of the NLL evaluations: an interrupted run resumes them, a finished one is
     // read back (the journal's header must match: same checkpoint, molecules, seed, tolerance).
-    let journal = |trace: &str| {
+    // The settings are in the name, so another subset size or tolerance gets its own journal.
+    let journal = |trace: &str, n: usize| {
         options.out_dir.join("table2-journals").join(format!(
-            "{}-{trace}-seed{}.jsonl",
+            "{}-{trace}-n{n}-tol{:e}-seed{}.jsonl",
             options.profile.name(),
+            options.tol,
             options.seed
         ))
     };
@@ -250,7 +254,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
         64,
         TraceEstimator::Hutchinson(Noise::Gaussian),
         options.seed,
-        Some(&journal("hutchinson")),
+        Some(&journal("hutchinson", rows.len())),
         |d| b.set_position(d as u64),
     )?;
     b.finish_and_clear();
@@ -270,7 +274,7 @@ pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentErr
             2,
             TraceEstimator::Exact,
             options.seed,
-            Some(&journal("exact")),
+            Some(&journal("exact", exact_rows.len())),
             |d| b.set_position(d as u64),
         )?;
         b.finish_and_clear();
