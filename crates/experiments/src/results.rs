@@ -140,19 +140,6 @@ pub fn write_table(
     Ok(md)
 }
 
-#[cfg(test)]
-mod tests {
-    /// A value serde_json's default (fast) float parser reads back one ulp off: results must
-    /// round-trip exactly, so the workspace enables serde_json's `float_roundtrip`.
-    #[test]
-    fn json_floats_round_trip_exactly() {
-        for x in [1.2467723529999999f64, 0.1, 18.17728332519531, 1e-300] {
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
-            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
-        }
-    }
-}
-
 /// Appends `value` as one JSON line to `path` (created if missing) and syncs it to disk, so a
 /// kill leaves at most the line being written incomplete.
 ///
@@ -173,4 +160,17 @@ pub fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), Exper
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_data())
         .map_err(|e| ExperimentError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A value serde_json's default (fast) float parser reads back one ulp off: results must
+    /// round-trip exactly, so the workspace enables serde_json's `float_roundtrip`.
+    #[test]
+    fn json_floats_round_trip_exactly() {
+        for x in [1.2467723529999999f64, 0.1, 18.17728332519531, 1e-300] {
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&x).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x}");
+        }
+    }
 }
