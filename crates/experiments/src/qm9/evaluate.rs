@@ -105,7 +105,7 @@ pub fn evaluate_nll(
     let mut order = rows.to_vec();
     order.sort_by_key(|&r| (ds.n_atoms[r], r));
     let n_batches = order.len().div_ceil(batch_size);
-    let mut journal = match journal {
+    let (journal, mut records) = match journal {
         Some(path) => {
             let context = format!(
                 "{:?}; {:?}; forward_mode_trace {}",
@@ -122,16 +122,12 @@ pub fn evaluate_nll(
                 seed,
                 solver: format!("{:?}", model.flow.solver),
             };
-            let j = EvaluationJournal::open(path, &header)?;
-            check_records(&j.done, &order, batch_size, path)?;
-            Some(j)
+            let (j, done) = EvaluationJournal::open(path, &header)?;
+            check_records(&done, &order, batch_size, path)?;
+            (Some(j), done)
         }
-        None => None,
+        None => (None, Vec::new()),
     };
-    let mut records = journal
-        .as_mut()
-        .map(|j| std::mem::take(&mut j.done))
-        .unwrap_or_default();
     let resumed_batches = records.len();
     let mut done: usize = records.iter().map(|r| r.rows.len()).sum();
     if resumed_batches > 0 {
@@ -167,7 +163,7 @@ pub fn evaluate_nll(
             nfe: ll.stats.nfe,
             seconds: start.elapsed().as_secs_f64(),
         };
-        if let Some(j) = journal.as_mut() {
+        if let Some(j) = &journal {
             j.append(&record)?;
         }
         done += record.rows.len();

@@ -79,12 +79,10 @@ pub struct BatchRecord {
     pub seconds: f64,
 }
 
-/// An open journal: the records already written, and the file to append more to.
+/// An open journal: the file that finished batches are appended to.
 #[derive(Debug)]
 pub struct EvaluationJournal {
     path: PathBuf,
-    /// Records found when the journal was opened (resumed batches), in batch order.
-    pub done: Vec<BatchRecord>,
 }
 
 impl EvaluationJournal {
@@ -94,11 +92,16 @@ impl EvaluationJournal {
     /// from the file and its batch evaluated again. One process at a time may use a journal (it
     /// is not locked).
     ///
+    /// Returns the journal and the records already in it (the finished batches, in batch order).
+    ///
     /// Errors: [`ExperimentError::Io`] and [`ExperimentError::Data`] (writing the header) for
     /// the file; [`ExperimentError::Config`] (key `journal`) when the file was written for
     /// another evaluation (names the first setting that differs), its header line is incomplete,
     /// a complete line is malformed, or its batches are out of order.
-    pub fn open(path: &Path, header: &JournalHeader) -> Result<Self, ExperimentError> {
+    pub fn open(
+        path: &Path,
+        header: &JournalHeader,
+    ) -> Result<(Self, Vec<BatchRecord>), ExperimentError> {
         let io = |e| ExperimentError::io(path, e);
         let refuse = |message: String| ExperimentError::Config {
             key: "journal".into(),
@@ -165,16 +168,16 @@ impl EvaluationJournal {
             file.set_len(good_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        Ok(EvaluationJournal {
+        let journal = EvaluationJournal {
             path: path.to_path_buf(),
-            done,
-        })
+        };
+        Ok((journal, done))
     }
 
     /// Appends a finished batch and syncs it to disk.
     ///
     /// Errors: [`ExperimentError::Io`].
-    pub fn append(&mut self, record: &BatchRecord) -> Result<(), ExperimentError> {
+    pub fn append(&self, record: &BatchRecord) -> Result<(), ExperimentError> {
         crate::results::append_json_line(&self.path, record)
     }
 }
@@ -296,8 +299,8 @@ mod tests {
     fn records_survive_reopening_and_a_cut_last_line_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/eval.jsonl");
-        let mut j = EvaluationJournal::open(&path, &header(0)).unwrap();
-        assert!(j.done.is_empty());
+        let (j, done) = EvaluationJournal::open(&path, &header(0)).unwrap();
+        assert!(done.is_empty());
         j.append(&record(0)).unwrap();
         j.append(&record(1)).unwrap();
         drop(j);
@@ -307,20 +310,20 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&line.as_bytes()[..line.len() / 2]).unwrap();
         drop(f);
-        let mut j = EvaluationJournal::open(&path, &header(0)).unwrap();
-        assert_eq!(j.done, vec![record(0), record(1)]);
+        let (j, done) = EvaluationJournal::open(&path, &header(0)).unwrap();
+        assert_eq!(done, vec![record(0), record(1)]);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), full_len);
         j.append(&record(2)).unwrap();
         drop(j);
-        let j = EvaluationJournal::open(&path, &header(0)).unwrap();
-        assert_eq!(j.done, vec![record(0), record(1), record(2)]);
+        let (_, done) = EvaluationJournal::open(&path, &header(0)).unwrap();
+        assert_eq!(done, vec![record(0), record(1), record(2)]);
     }
 
     #[test]
     fn another_evaluation_or_a_corrupt_line_is_refused_and_the_file_kept() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("eval.jsonl");
-        let mut j = EvaluationJournal::open(&path, &header(0)).unwrap();
+        let (j, _) = EvaluationJournal::open(&path, &header(0)).unwrap();
         j.append(&record(0)).unwrap();
         drop(j);
         let before = std::fs::read(&path).unwrap();
@@ -355,11 +358,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("eval.jsonl");
         std::fs::write(&path, "").unwrap();
-        let mut j = EvaluationJournal::open(&path, &header(0)).unwrap();
+        let (j, _) = EvaluationJournal::open(&path, &header(0)).unwrap();
         j.append(&record(0)).unwrap();
         drop(j);
         assert_eq!(
-            EvaluationJournal::open(&path, &header(0)).unwrap().done,
+            EvaluationJournal::open(&path, &header(0)).unwrap().1,
             vec![record(0)]
         );
         // A journal of format 1 (its header had rtol/atol instead of the solver).
