@@ -28,7 +28,6 @@ use datasets::atomic::write_atomic as atomic_write;
 use datasets::{MiniBatches, ParticleDataset, SplitName};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 use tch::Kind;
@@ -403,10 +402,6 @@ pub fn train(
         .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
         .collect();
     atomic_write(&metrics_path, kept.as_bytes())?;
-    let mut metrics_file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&metrics_path)
-        .map_err(|e| ExperimentError::io(&metrics_path, e))?;
 
     let bar = if show_progress {
         let bar = ProgressBar::new((t.epochs * steps_per_epoch) as u64);
@@ -480,10 +475,7 @@ pub fn train(
         };
         // Order matters for resuming: the metrics line (on disk), then `last`, then `best`; a
         // process killed in between leaves files that read_progress reconciles.
-        let line = serde_json::to_string(&record).unwrap_or_default();
-        writeln!(metrics_file, "{line}")
-            .and_then(|()| metrics_file.sync_data())
-            .map_err(|e| ExperimentError::io(&metrics_path, e))?;
+        crate::results::append_json_line(&metrics_path, &record)?;
         let meta = HashMap::from([
             ("epoch".to_string(), epoch.to_string()),
             ("optimiser_steps".to_string(), opt.steps_taken().to_string()),
