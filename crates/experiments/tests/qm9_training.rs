@@ -1,7 +1,8 @@
 //! A QM9 training run on the real data with a small model: it writes its files, and a run
 //! stopped after 3 steps and resumed to 5 ends with the parameters of an uninterrupted 5-step
 //! run (for the E-NF and for GNF-attention-augmentation, whose random rotations are keyed by
-//! the step); a directory of another configuration is refused.
+//! the step); a directory of another configuration is refused; a run with validation after
+//! every epoch keeps its best epoch's parameters and resumes too.
 
 use std::path::PathBuf;
 
@@ -101,4 +102,90 @@ fn a_resumed_gnf_att_aug_run_draws_the_same_rotations() {
     let (plain, _) = train_qm9(&config_of(FlowMethod::GnfAtt, 4), &ds, &c, |_, _| {}).unwrap();
     let vc = plain.vs.variables();
     assert!(va.iter().any(|(name, t)| !t.equal(&vc[name])));
+}
+
+/// The reference's protocol ([`experiments::qm9::protocol`]): a validated run keeps the
+/// parameters of its best-validation epoch, and one stopped after an epoch (with a half-written
+/// validation line) and re-run ends with the same validation history and parameters as an
+/// uninterrupted one; other settings in its directory are refused.
+#[test]
+fn a_validated_run_keeps_its_best_epoch_and_resumes() {
+    use experiments::qm9::protocol::{validated_files, ValidatedRunConfig};
+    use experiments::qm9::train_with_validation;
+    let _guard = geometry::testing::seeded(37);
+    let ds = qm9();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        dir.path().join("a"),
+        dir.path().join("b"),
+        dir.path().join("c"),
+    );
+    let validated = |epochs| ValidatedRunConfig {
+        run: config_of(FlowMethod::GnfAtt, 0),
+        epochs,
+        n_val: Some(6),
+        val_batch_size: 4,
+    };
+    let (best, whole) = train_with_validation(&validated(3), &ds, &a, |_, _| {}, |_| {}).unwrap();
+    assert_eq!(whole.history.len(), 3);
+    assert_eq!(whole.steps, 12, "16 molecules in batches of 4, 3 epochs");
+    let min = whole
+        .history
+        .iter()
+        .min_by(|x, y| x.nll.total_cmp(&y.nll))
+        .unwrap();
+    assert_eq!((whole.best_epoch, whole.best_val_nll), (min.epoch, min.nll));
+    // The returned parameters are those of the best epoch: a plain run stopped there.
+    let (plain, _) = train_qm9(
+        &Qm9RunConfig {
+            steps: 4 * whole.best_epoch,
+            ..config_of(FlowMethod::GnfAtt, 0)
+        },
+        &ds,
+        &c,
+        |_, _| {},
+    )
+    .unwrap();
+    let (vb, vp) = (best.vs.variables(), plain.vs.variables());
+    for (name, t) in &vp {
+        assert!(
+            t.equal(&vb[name]),
+            "{name}: not the best epoch's parameters"
+        );
+    }
+
+    // Stopped after one epoch, killed while writing the next line, then re-run for three.
+    train_with_validation(&validated(1), &ds, &b, |_, _| {}, |_| {}).unwrap();
+    let path = b.join(validated_files::VALIDATION);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"epoch\":2,\"ste");
+    std::fs::write(&path, &text).unwrap();
+    let mut validated_epochs = Vec::new();
+    let (resumed, again) = train_with_validation(
+        &validated(3),
+        &ds,
+        &b,
+        |_, _| {},
+        |v| validated_epochs.push(v.epoch),
+    )
+    .unwrap();
+    assert_eq!(validated_epochs, [2, 3]);
+    let key = |h: &[experiments::qm9::ValidationLine]| -> Vec<(usize, usize, f64, f64)> {
+        h.iter()
+            .map(|v| (v.epoch, v.step, v.nll, v.nll_std_err))
+            .collect()
+    };
+    assert_eq!(key(&again.history), key(&whole.history));
+    let vr = resumed.vs.variables();
+    for (name, t) in &vb {
+        assert!(t.equal(&vr[name]), "{name} differs after resuming");
+    }
+    // Other settings in that directory are refused, its files left alone.
+    let other = ValidatedRunConfig {
+        n_val: Some(5),
+        ..validated(3)
+    };
+    let before = std::fs::read_to_string(&path).unwrap();
+    assert!(train_with_validation(&other, &ds, &b, |_, _| {}, |_| {}).is_err());
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
 }
