@@ -146,19 +146,31 @@ pub fn write_table(
 /// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] (key `json`) if `value` cannot
 /// be serialised.
 pub fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), ExperimentError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| ExperimentError::io(path, e))?;
+    write_json_line(&f, path, value)
+}
+
+/// Writes `value` as one JSON line to `file` (opened for appending; `path` names it in errors)
+/// in one write and syncs it to disk.
+///
+/// Errors: as [`append_json_line`].
+pub fn write_json_line(
+    mut file: &std::fs::File,
+    path: &Path,
+    value: &impl Serialize,
+) -> Result<(), ExperimentError> {
     use std::io::Write;
     let mut text = serde_json::to_string(value).map_err(|e| ExperimentError::Config {
         key: "json".into(),
         message: e.to_string(),
     })?;
     text.push('\n');
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| ExperimentError::io(path, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_data())
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
         .map_err(|e| ExperimentError::io(path, e))
 }
 

@@ -79,25 +79,28 @@ pub struct BatchRecord {
     pub seconds: f64,
 }
 
-/// An open journal: the file that finished batches are appended to.
+/// An open journal: the file that finished batches are appended to, locked (an exclusive
+/// advisory lock, released when the journal is dropped) so that no second process appends to it.
 #[derive(Debug)]
 pub struct EvaluationJournal {
     path: PathBuf,
+    file: File,
 }
 
 impl EvaluationJournal {
     /// Opens the journal at `path` for the evaluation described by `header`: creates it (with its
     /// header line, written atomically) if it does not exist or is empty, otherwise reads its
     /// finished batches. A last line without its newline (a write cut short by a kill) is removed
-    /// from the file and its batch evaluated again. One process at a time may use a journal (it
-    /// is not locked).
+    /// from the file and its batch evaluated again. One process at a time may use a journal: it
+    /// is locked until the returned journal is dropped.
     ///
     /// Returns the journal and the records already in it (the finished batches, in batch order).
     ///
     /// Errors: [`ExperimentError::Io`] and [`ExperimentError::Data`] (writing the header) for
     /// the file; [`ExperimentError::Config`] (key `journal`) when the file was written for
     /// another evaluation (names the first setting that differs), its header line is incomplete,
-    /// a complete line is malformed, or its batches are out of order.
+    /// a complete line is malformed, its batches are out of order, or another process holds it
+    /// open.
     pub fn open(
         path: &Path,
         header: &JournalHeader,
@@ -118,7 +121,40 @@ impl EvaluationJournal {
             // The header is written whole or not at all, so a new journal is never half made.
             datasets::atomic::write_atomic(path, line.as_bytes())?;
         }
-        let mut reader = BufReader::new(File::open(path).map_err(io)?);
+        // Writes go through this handle, locked first: the lines read below cannot change
+        // under us, and a second process is refused instead of appending the same batches.
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(refuse(
+                    "in use by another process (it is locked); wait for that evaluation or \
+                     choose another journal"
+                        .into(),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        // Two processes that both found no journal each wrote a header and renamed it into
+        // place: the one whose file was replaced holds a lock on a file no longer at `path`.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            let (held, at_path) = (
+                file.metadata().map_err(io)?,
+                std::fs::metadata(path).map_err(io)?,
+            );
+            if (held.dev(), held.ino()) != (at_path.dev(), at_path.ino()) {
+                return Err(refuse(
+                    "was replaced by another process while being opened".into(),
+                ));
+            }
+        }
+        let mut reader = BufReader::new(&file);
         let (mut done, mut good_len, mut first) = (Vec::new(), 0u64, true);
         loop {
             let mut line = String::new();
@@ -164,12 +200,12 @@ impl EvaluationJournal {
                 "{}: dropping a last line cut short (the batch is evaluated again)",
                 path.display()
             );
-            let file = OpenOptions::new().write(true).open(path).map_err(io)?;
             file.set_len(good_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
         let journal = EvaluationJournal {
             path: path.to_path_buf(),
+            file,
         };
         Ok((journal, done))
     }
@@ -178,7 +214,7 @@ impl EvaluationJournal {
     ///
     /// Errors: [`ExperimentError::Io`].
     pub fn append(&self, record: &BatchRecord) -> Result<(), ExperimentError> {
-        crate::results::append_json_line(&self.path, record)
+        crate::results::write_json_line(&self.file, &self.path, record)
     }
 }
 
@@ -317,6 +353,22 @@ mod tests {
         drop(j);
         let (_, done) = EvaluationJournal::open(&path, &header(0)).unwrap();
         assert_eq!(done, vec![record(0), record(1), record(2)]);
+    }
+
+    #[test]
+    fn a_journal_in_use_is_refused_until_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("eval.jsonl");
+        let (j, _) = EvaluationJournal::open(&path, &header(0)).unwrap();
+        j.append(&record(0)).unwrap();
+        let err = EvaluationJournal::open(&path, &header(0))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("in use by another process"), "{err}");
+        j.append(&record(1)).unwrap();
+        drop(j);
+        let (_, done) = EvaluationJournal::open(&path, &header(0)).unwrap();
+        assert_eq!(done, vec![record(0), record(1)]);
     }
 
     #[test]
