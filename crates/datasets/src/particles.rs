@@ -228,7 +228,7 @@ impl ParticleDataset {
     pub fn validate_for(&self, path: &Path) -> Result<()> {
         check_counts(path, self.n_particles, self.n_dims)?;
         let per = self.n_particles * self.n_dims;
-        if self.positions.len() % per != 0 {
+        if !self.positions.len().is_multiple_of(per) {
             return Err(DatasetError::WrongShape {
                 path: path.to_path_buf(),
                 object: "/positions".into(),

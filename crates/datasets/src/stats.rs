@@ -15,7 +15,7 @@ use crate::error::{DatasetError, Result, IN_MEMORY};
 /// 0.
 pub fn pair_distances(positions: &[f32], n_particles: usize, n_dims: usize) -> Result<Vec<f64>> {
     let per = n_particles * n_dims;
-    if per == 0 || positions.len() % per != 0 {
+    if per == 0 || !positions.len().is_multiple_of(per) {
         return Err(DatasetError::WrongShape {
             path: PathBuf::from(IN_MEMORY),
             object: "positions".into(),
