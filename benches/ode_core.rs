@@ -11,7 +11,9 @@
 //! The E-NF cases run twice: with Hutchinson's estimate by forward mode (`J eps`, the default) and
 //! with suffix `_vjp` by autograd's vector-Jacobian product (`eps^T J`, as torchdiffeq's script).
 //!
-//! Everything on one thread (`training.workers = 1`, one libtorch thread), from the models' seeded
+//! Everything on one thread (`training.workers = 1`, one libtorch thread), except the training
+//! steps with suffix `_2_workers` (the batch split between two workers, one thread each, as
+//! training runs by default; compare with `compare.py --threads 2`); from the models' seeded
 //! initialisation; parameters are reset before every timed step. NFE are printed once per case.
 
 // criterion_group! defines an undocumented public function.
@@ -60,7 +62,6 @@ fn enf(c: &mut Criterion) {
         for (mode, forward_mode_trace) in [("", true), ("_vjp", false)] {
             let (mut config, mut model) = paper_model(system);
             model.flow.forward_mode_trace = forward_mode_trace;
-            config.training.workers = 1;
             let (mut opt, reset) = optimiser_with_reset(&model);
 
             let hutchinson = TraceEstimator::Hutchinson(Noise::Rademacher);
@@ -81,19 +82,30 @@ fn enf(c: &mut Criterion) {
                 b.iter(forward)
             });
 
-            for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
-                config.training.gradients = method;
-                let mut step = || {
-                    reset();
-                    tch::manual_seed(1);
-                    train_step(&model, &mut opt, &batch, &config)
-                };
-                eprintln!(
-                    "{name} training step ({method:?}{mode}): {:.0} NFE",
-                    step().1
-                );
-                let id = format!("{name}_training_step_batch100_{method:?}{mode}");
-                group.bench_function(id, |b| b.iter(&mut step));
+            // Training steps on one core and, with the default trace, on both: the batch split
+            // between two workers (`training.workers = 2`, as training runs by default).
+            let workers: &[usize] = if forward_mode_trace { &[1, 2] } else { &[1] };
+            for &n_workers in workers {
+                for method in [GradientMethod::Backprop, GradientMethod::Adjoint] {
+                    config.training.gradients = method;
+                    config.training.workers = n_workers;
+                    let mut step = || {
+                        reset();
+                        tch::manual_seed(1);
+                        train_step(&model, &mut opt, &batch, &config)
+                    };
+                    let suffix = if n_workers == 1 {
+                        String::new()
+                    } else {
+                        format!("_{n_workers}_workers")
+                    };
+                    eprintln!(
+                        "{name} training step ({method:?}{mode}{suffix}): {:.0} NFE per worker's solve",
+                        step().1
+                    );
+                    let id = format!("{name}_training_step_batch100_{method:?}{mode}{suffix}");
+                    group.bench_function(id, |b| b.iter(&mut step));
+                }
             }
             reset();
         }
