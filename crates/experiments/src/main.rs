@@ -131,7 +131,7 @@ enum Command {
     /// the GNF-attention baselines trained here, and the data: NLL of test molecules, stability
     /// of samples. Without flags: the E-NF on 1,000 test molecules (Hutchinson), 4 with the exact
     /// trace, 1,000 samples, and the baselines trained briefly (3 x 32, 2,048 molecules, 3
-    /// epochs; about 45 minutes on 2 cores in all); `--full`: the whole test split, 100 exact,
+    /// epochs; about 25 minutes on 2 cores in all); `--full`: the whole test split, 100 exact,
     /// 10,000 samples, and the reference's protocol for the baselines (100 epochs of 100,000
     /// molecules).
     ReproduceTable2 {

@@ -4,12 +4,13 @@
 //! protocol ([`super::protocol`]) or a reduction of it; and the data itself.
 //!
 //! Profiles: the default evaluates the E-NF's NLL on a seeded random subset of 1,000 test
-//! molecules (Hutchinson trace, Gaussian probes), its exact-trace NLL on 4 (93-111 s each here)
-//! and the stability of 1,000 samples, and trains each baseline as [`BaselineProtocol::DEFAULT`]
-//! says (3 x 32 networks, 2,048 training molecules, a few epochs; about 45 minutes in all on 2
-//! cores); `--full` evaluates the whole test split (13,083 molecules) with the Hutchinson trace,
-//! 100 with the exact trace and 10,000 samples as the paper, and trains the baselines with the
-//! reference's protocol ([`BaselineProtocol::FULL`]: days on such a machine).
+//! molecules (Hutchinson trace, Gaussian probes), its exact-trace NLL on 4 (about a minute each
+//! on a 2-core Intel Xeon) and the stability of 1,000 samples, and trains each baseline as
+//! [`BaselineProtocol::DEFAULT`] says (3 x 32 networks, 2,048 training molecules, 3 epochs): 25
+//! minutes in all on that machine. `--full` evaluates the whole test split (13,083 molecules)
+//! with the Hutchinson trace, 100 with the exact trace and 10,000 samples as the paper, and
+//! trains the baselines with the reference's protocol ([`BaselineProtocol::FULL`]: 78,200 steps
+//! of batch 128 each, far beyond such a machine).
 //! The NLL evaluations keep journals of their finished batches in
 //! `<out_dir>/table2-journals/` ([`crate::qm9::journal`]) and the baselines' training runs live
 //! in `<out_dir>/table2/<method>-<profile>-seed<seed>/`: an interrupted run resumes them, and a
