@@ -289,3 +289,24 @@ fn embedded_pairs_satisfy_their_order_conditions() {
         }
     }
 }
+
+/// With no error history the PI controller takes the classic step factor: on a solve that both
+/// controllers finish in two accepted steps (y' = -y over [0, 0.7] at 1e-4, as an initialised
+/// E-NF's solves), Hairer's PI controller (beta = 0.04) takes exactly the classic controller's
+/// steps, rather than a damped first growth that costs a third step.
+#[test]
+fn the_pi_controller_starts_as_the_classic_one() {
+    let y0 = Tensor::from_slice(&[1.0, 2.0, -3.0]).to_kind(Kind::Double);
+    let solve = |pi_beta: f64| {
+        let mut solver = OdeSolver::dopri5(1e-4, 1e-4);
+        solver.options.pi_beta = pi_beta;
+        solver
+            .solve(&decay, 0.0, 0.7, &[y0.shallow_clone()])
+            .unwrap()
+    };
+    let (pi, pi_stats) = solve(0.04);
+    let (classic, classic_stats) = solve(0.0);
+    assert_eq!(pi_stats.accepted, 2, "{pi_stats:?}");
+    assert_eq!(pi_stats, classic_stats);
+    assert_eq!(value(&pi[0]), value(&classic[0]));
+}
