@@ -188,4 +188,16 @@ fn a_validated_run_keeps_its_best_epoch_and_resumes() {
     let before = std::fs::read_to_string(&path).unwrap();
     assert!(train_with_validation(&other, &ds, &b, |_, _| {}, |_| {}).is_err());
     assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    // Fewer epochs than it has validated are refused too (its best may be a later epoch).
+    let err = train_with_validation(&validated(2), &ds, &b, |_, _| {}, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("records 3 validated epochs"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), before);
+    // A plain run's directory of another configuration is refused before anything is written.
+    let d = dir.path().join("d");
+    train_qm9(&config_of(FlowMethod::GnfAttAug, 2), &ds, &d, |_, _| {}).unwrap();
+    assert!(train_with_validation(&validated(3), &ds, &d, |_, _| {}, |_| {}).is_err());
+    assert!(!d.join(validated_files::SETTINGS).exists());
+    assert!(!d.join(validated_files::VALIDATION).exists());
 }

@@ -10,7 +10,7 @@
 //! evaluation asked for is refused, never overwritten.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use flow::TraceEstimator;
@@ -89,15 +89,15 @@ pub struct EvaluationJournal {
 
 impl EvaluationJournal {
     /// Opens the journal at `path` for the evaluation described by `header`: creates it (with its
-    /// header line, written atomically) if it does not exist or is empty, otherwise reads its
+    /// header line; a new file is linked into place whole, an empty one gets the line under the
+    /// lock) if it does not exist or is empty, otherwise reads its
     /// finished batches. A last line without its newline (a write cut short by a kill) is removed
     /// from the file and its batch evaluated again. One process at a time may use a journal: it
     /// is locked until the returned journal is dropped.
     ///
     /// Returns the journal and the records already in it (the finished batches, in batch order).
     ///
-    /// Errors: [`ExperimentError::Io`] and [`ExperimentError::Data`] (writing the header) for
-    /// the file; [`ExperimentError::Config`] (key `journal`) when the file was written for
+    /// Errors: [`ExperimentError::Io`] for the file; [`ExperimentError::Config`] (key `journal`) when the file was written for
     /// another evaluation (names the first setting that differs), its header line is incomplete,
     /// a complete line is malformed, its batches are out of order, or another process holds it
     /// open.
@@ -110,16 +110,10 @@ impl EvaluationJournal {
             key: "journal".into(),
             message: format!("{}: {message}", path.display()),
         };
-        let empty = match std::fs::metadata(path) {
-            Ok(m) => m.len() == 0,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
-            Err(e) => return Err(io(e)),
-        };
-        if empty {
-            let mut line = serde_json::to_string(header).map_err(|e| refuse(e.to_string()))?;
-            line.push('\n');
-            // The header is written whole or not at all, so a new journal is never half made.
-            datasets::atomic::write_atomic(path, line.as_bytes())?;
+        let mut line = serde_json::to_string(header).map_err(|e| refuse(e.to_string()))?;
+        line.push('\n');
+        if !path.exists() {
+            create_with(path, &line)?;
         }
         // Writes go through this handle, locked first: the lines read below cannot change
         // under us, and a second process is refused instead of appending the same batches.
@@ -139,20 +133,13 @@ impl EvaluationJournal {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
-        // Two processes that both found no journal each wrote a header and renamed it into
-        // place: the one whose file was replaced holds a lock on a file no longer at `path`.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            let (held, at_path) = (
-                file.metadata().map_err(io)?,
-                std::fs::metadata(path).map_err(io)?,
-            );
-            if (held.dev(), held.ino()) != (at_path.dev(), at_path.ino()) {
-                return Err(refuse(
-                    "was replaced by another process while being opened".into(),
-                ));
-            }
+        if file.metadata().map_err(io)?.len() == 0 {
+            // An empty file (made by hand): the header goes in under the lock.
+            (&file)
+                .write_all(line.as_bytes())
+                .and_then(|()| file.sync_data())
+                .and_then(|()| (&file).seek(std::io::SeekFrom::Start(0)))
+                .map_err(io)?;
         }
         let mut reader = BufReader::new(&file);
         let (mut done, mut good_len, mut first) = (Vec::new(), 0u64, true);
@@ -195,7 +182,7 @@ impl EvaluationJournal {
             }
             good_len += n as u64;
         }
-        if std::fs::metadata(path).map_err(io)?.len() != good_len {
+        if file.metadata().map_err(io)?.len() != good_len {
             tracing::warn!(
                 "{}: dropping a last line cut short (the batch is evaluated again)",
                 path.display()
@@ -216,6 +203,40 @@ impl EvaluationJournal {
     pub fn append(&self, record: &BatchRecord) -> Result<(), ExperimentError> {
         crate::results::write_json_line(&self.file, &self.path, record)
     }
+}
+
+/// Creates the journal `path` holding `header_line`, whole or not at all: the line is written to
+/// a private file that is then hard-linked to `path`, which fails if another process created
+/// `path` first (that journal is then used, so two processes never write to two files under
+/// one name). Parent directories are created.
+///
+/// Errors: [`ExperimentError::Io`] naming the file.
+fn create_with(path: &Path, header_line: &str) -> Result<(), ExperimentError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
+    }
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("journal");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let private = path.with_file_name(format!(".{name}.{}.{nanos}.new", std::process::id()));
+    let written = File::create(&private)
+        .and_then(|mut f| {
+            f.write_all(header_line.as_bytes())?;
+            f.sync_all()
+        })
+        .map_err(|e| ExperimentError::io(&private, e))
+        .and_then(|()| match std::fs::hard_link(&private, path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(ExperimentError::io(path, e))
+            }
+            _ => Ok(()),
+        });
+    let _ = std::fs::remove_file(&private);
+    written
 }
 
 /// The first setting in which `found` differs from `wanted`, said in words.

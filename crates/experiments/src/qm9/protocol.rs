@@ -17,7 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::evaluate::{evaluate_nll, seeded_subset};
 use super::model::Qm9Model;
-use super::run::{files, train_qm9, Qm9RunConfig, Qm9StepLine};
+pub use super::run::steps_per_epoch;
+use super::run::{
+    check_run_dir, files, last_checkpoint_step, train_qm9, Qm9RunConfig, Qm9StepLine,
+};
 use super::train::Qm9StepReport;
 use crate::checkpoint;
 use crate::error::ExperimentError;
@@ -72,7 +75,7 @@ pub struct ValidatedRun {
     pub best_val_nll: f64,
     /// Every epoch's validation.
     pub history: Vec<ValidationLine>,
-    /// Optimiser steps in all.
+    /// Optimiser steps of the epochs asked for (`epochs x` [`steps_per_epoch`]).
     pub steps: usize,
     /// Mean function evaluations per training step (`metrics.jsonl`).
     pub nfe_per_step: f64,
@@ -82,44 +85,41 @@ pub struct ValidatedRun {
     pub validation_seconds: f64,
 }
 
-/// Training steps per epoch of `config` on `ds`: the training molecules (all of the split or
-/// the run's subset) in batches of `config.batch_size`, the last one smaller.
-pub fn steps_per_epoch(config: &Qm9RunConfig, ds: &Qm9Dataset) -> usize {
-    let n = config
-        .n_train
-        .map_or(ds.splits.train.len(), |n| n.min(ds.splits.train.len()));
-    n.div_ceil(config.batch_size.max(1)).max(1)
-}
-
 /// The validation lines of `path` that continue epochs 1, 2, ...: a truncated last line (a run
-/// killed while writing it) and anything after a gap are dropped.
+/// killed while writing it) is dropped.
+///
+/// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] naming the file when a complete
+/// line is not the next epoch's validation.
 fn read_validation(path: &Path) -> Result<Vec<ValidationLine>, ExperimentError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
-    Ok(text
-        .lines()
-        .map_while(|l| serde_json::from_str::<ValidationLine>(l).ok())
-        .enumerate()
-        .take_while(|(k, v)| v.epoch == k + 1)
-        .map(|(_, v)| v)
-        .collect())
+    let mut lines = Vec::new();
+    for (k, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            break; // cut short by a kill: that epoch is validated again
+        }
+        match serde_json::from_str::<ValidationLine>(line.trim_end()) {
+            Ok(v) if v.epoch == k + 1 => lines.push(v),
+            _ => {
+                return Err(ExperimentError::Config {
+                    key: path.display().to_string(),
+                    message: format!("line {} is not the validation of epoch {}", k + 1, k + 1),
+                })
+            }
+        }
+    }
+    Ok(lines)
 }
 
-/// The step count stored in a run's last checkpoint (0 when there is none).
-fn checkpoint_step(path: &Path) -> Result<usize, ExperimentError> {
-    if !path.exists() {
-        return Ok(0);
-    }
-    let contents = checkpoint::read(path)?;
-    contents
-        .metadata
-        .get("step")
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| ExperimentError::Checkpoint {
-            path: path.to_path_buf(),
-            message: "no step count in its metadata".into(),
+/// The epoch with the lowest validation NLL (the first of equals).
+fn best_of(history: &[ValidationLine]) -> Option<ValidationLine> {
+    history
+        .iter()
+        .fold(None, |best: Option<ValidationLine>, v| match best {
+            Some(b) if b.nll <= v.nll => Some(b),
+            _ => Some(*v),
         })
 }
 
@@ -128,11 +128,14 @@ fn checkpoint_step(path: &Path) -> Result<usize, ExperimentError> {
 /// parameters and the run's record. `progress(step, report)` is called after each training
 /// step, `on_epoch(line)` after each validation.
 ///
-/// Errors: [`ExperimentError::Config`] for zero epochs or validation batch size, a directory of
-/// another configuration, or a directory whose last checkpoint is past the first epoch without
-/// validation (its `validation.jsonl` was removed: the epoch's parameters are gone, use a new
-/// directory); checkpoint, I/O, training and evaluation errors as [`train_qm9`] and
-/// [`evaluate_nll`].
+/// Errors, all before anything is written: [`ExperimentError::Config`] for zero epochs, a zero
+/// validation batch size or `n_val = Some(0)`, a directory of another configuration (of the
+/// training run or of its validation), a directory that records more validated epochs than
+/// asked for, a `validation.jsonl` that is malformed or records epochs without its
+/// `best.safetensors`, or whose last checkpoint is past the first epoch without validation (the
+/// epoch's parameters are gone: use a new directory); then checkpoint, I/O, training and
+/// evaluation errors as [`train_qm9`] and [`evaluate_nll`] (a diverged model's non-finite
+/// validation NLL stops the run with [`ExperimentError::NonFiniteNll`]).
 pub fn train_with_validation(
     config: &ValidatedRunConfig,
     ds: &Qm9Dataset,
@@ -140,18 +143,22 @@ pub fn train_with_validation(
     mut progress: impl FnMut(usize, &Qm9StepReport),
     mut on_epoch: impl FnMut(&ValidationLine),
 ) -> Result<(Qm9Model, ValidatedRun), ExperimentError> {
-    if config.epochs == 0 || config.val_batch_size == 0 {
+    let refuse = |key: &Path, message: String| ExperimentError::Config {
+        key: key.display().to_string(),
+        message,
+    };
+    if config.epochs == 0 || config.val_batch_size == 0 || config.n_val == Some(0) {
         return Err(ExperimentError::Config {
             key: "validated run".into(),
-            message: "epochs and val_batch_size must be >= 1".into(),
+            message: "epochs, val_batch_size and n_val must be >= 1".into(),
         });
     }
-    // The settings first: a directory of another validated run is refused untouched (more or
-    // fewer epochs of the same run are the same run).
+    // Every check reads only; the directory is written after all of them passed.
     let settings_path = run_dir.join(validated_files::SETTINGS);
     if settings_path.exists() {
         let text = std::fs::read_to_string(&settings_path)
             .map_err(|e| ExperimentError::io(&settings_path, e))?;
+        // More epochs of the same run are the same run (`run.steps` is set here).
         let same = serde_json::from_str::<ValidatedRunConfig>(&text).is_ok_and(|c| {
             ValidatedRunConfig {
                 epochs: config.epochs,
@@ -163,33 +170,54 @@ pub fn train_with_validation(
             } == *config
         });
         if !same {
-            return Err(ExperimentError::Config {
-                key: settings_path.display().to_string(),
-                message: "the directory holds a validated run of other settings; use another \
-                          directory"
+            return Err(refuse(
+                &settings_path,
+                "the directory holds a validated run of other settings; use another directory"
                     .into(),
-            });
+            ));
         }
     }
+    check_run_dir(&config.run, run_dir)?;
+    let validation_path = run_dir.join(validated_files::VALIDATION);
+    let best_path = run_dir.join(validated_files::BEST);
+    let mut history = read_validation(&validation_path)?;
+    if history.len() > config.epochs {
+        return Err(refuse(
+            &validation_path,
+            format!(
+                "records {} validated epochs; ask for at least that many (not {})",
+                history.len(),
+                config.epochs
+            ),
+        ));
+    }
+    if !history.is_empty() && !best_path.exists() {
+        return Err(refuse(
+            &best_path,
+            "missing, though validation.jsonl records finished epochs; use a new directory".into(),
+        ));
+    }
+    let per_epoch = steps_per_epoch(&config.run, ds);
+    let at = last_checkpoint_step(run_dir)?;
+    if at > (history.len() + 1) * per_epoch {
+        return Err(refuse(
+            &validation_path,
+            format!(
+                "the last checkpoint is at step {at}, past epoch {} (step {}), which has no \
+                 validation; use a new directory",
+                history.len() + 1,
+                (history.len() + 1) * per_epoch
+            ),
+        ));
+    }
+
     let text = serde_json::to_string_pretty(config).map_err(|e| ExperimentError::Config {
         key: "json".into(),
         message: e.to_string(),
     })?;
     datasets::atomic::write_atomic(&settings_path, text.as_bytes())?;
-    let per_epoch = steps_per_epoch(&config.run, ds);
-    let validation_path = run_dir.join(validated_files::VALIDATION);
-    let best_path = run_dir.join(validated_files::BEST);
-    let mut history = read_validation(&validation_path)?;
-    history.truncate(config.epochs);
-    if !history.is_empty() && !best_path.exists() {
-        return Err(ExperimentError::Config {
-            key: best_path.display().to_string(),
-            message: "missing, though validation.jsonl records finished epochs; use a new \
-                      directory"
-                .into(),
-        });
-    }
-    // validation.jsonl holds exactly the finished epochs, then one line per new epoch.
+    // validation.jsonl holds exactly the finished epochs (a line cut short is dropped), then
+    // one line per new epoch.
     let kept: String = history
         .iter()
         .map(|v| serde_json::to_string(v).map(|s| s + "\n"))
@@ -205,18 +233,9 @@ pub fn train_with_validation(
         config.run.seed,
     );
     let last_path = run_dir.join(files::LAST);
+    let mut best = best_of(&history);
     for epoch in history.len() + 1..=config.epochs {
         let steps = epoch * per_epoch;
-        let at = checkpoint_step(&last_path)?;
-        if at > steps {
-            return Err(ExperimentError::Config {
-                key: validation_path.display().to_string(),
-                message: format!(
-                    "the last checkpoint is at step {at}, past epoch {epoch} (step {steps}), \
-                     which has no validation; use a new directory"
-                ),
-            });
-        }
         let run = Qm9RunConfig {
             steps,
             ..config.run.clone()
@@ -239,26 +258,25 @@ pub fn train_with_validation(
             nll_std_err: v.nll_std_err,
             seconds: v.seconds,
         };
-        if history.iter().all(|h| line.nll < h.nll) {
+        // The best checkpoint is in place before the line that makes it the best.
+        if best.is_none_or(|b| line.nll < b.nll) {
             let bytes =
                 std::fs::read(&last_path).map_err(|e| ExperimentError::io(&last_path, e))?;
             datasets::atomic::write_atomic(&best_path, &bytes)?;
+            best = Some(line);
         }
         crate::results::append_json_line(&validation_path, &line)?;
         on_epoch(&line);
         history.push(line);
     }
-    let best = history
-        .iter()
-        .min_by(|a, b| a.nll.total_cmp(&b.nll))
-        .copied()
-        .ok_or_else(|| ExperimentError::Config {
-            key: "validated run".into(),
-            message: "no epoch was validated".into(),
-        })?;
+    let best = best.ok_or_else(|| ExperimentError::Config {
+        key: "validated run".into(),
+        message: "no epoch was validated".into(),
+    })?;
     let mut model = config.run.build_model(ds)?;
     checkpoint::load(&mut model.vs, &best_path)?;
-    let (nfe_per_step, train_seconds) = step_totals(&run_dir.join(files::METRICS))?;
+    let steps = config.epochs * per_epoch;
+    let (nfe_per_step, train_seconds) = step_totals(&run_dir.join(files::METRICS), steps)?;
     Ok((
         model,
         ValidatedRun {
@@ -266,21 +284,25 @@ pub fn train_with_validation(
             best_val_nll: best.nll,
             validation_seconds: history.iter().map(|v| v.seconds).sum(),
             history,
-            steps: config.epochs * per_epoch,
+            steps,
             nfe_per_step,
             train_seconds,
         },
     ))
 }
 
-/// Mean NFE per step and summed seconds of the steps in a run's `metrics.jsonl` (the last line
-/// for a step counts, as a resumed run may have re-run the steps after its last checkpoint).
-fn step_totals(path: &Path) -> Result<(f64, f64), ExperimentError> {
+/// Mean NFE per step and summed seconds of steps 1 to `steps` in a run's `metrics.jsonl` (the
+/// last line for a step counts, as a resumed run may have re-run the steps after its last
+/// checkpoint).
+fn step_totals(path: &Path, steps: usize) -> Result<(f64, f64), ExperimentError> {
     let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
     let mut by_step = std::collections::BTreeMap::new();
     for line in text.lines() {
-        if let Ok(l) = serde_json::from_str::<Qm9StepLine>(line) {
-            by_step.insert(l.step, (l.report.nfe as f64, l.seconds));
+        match serde_json::from_str::<Qm9StepLine>(line) {
+            Ok(l) if l.step <= steps => {
+                by_step.insert(l.step, (l.report.nfe as f64, l.seconds));
+            }
+            _ => {}
         }
     }
     let n = by_step.len().max(1) as f64;

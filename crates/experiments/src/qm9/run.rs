@@ -106,6 +106,7 @@ pub mod files {
 
 /// The training rows of a run: all of the split, or a seeded subset.
 fn training_rows(ds: &Qm9Dataset, config: &Qm9RunConfig) -> Vec<usize> {
+    // As many rows as steps_per_epoch counts.
     match config.n_train {
         Some(n) => super::evaluate::seeded_subset(&ds.splits.train, n, config.seed),
         None => ds.splits.train.clone(),
@@ -124,6 +125,69 @@ fn batch_rows(rows: &[usize], config: &Qm9RunConfig, step: usize) -> (usize, Vec
     let start = k * config.batch_size;
     let end = (start + config.batch_size).min(order.len());
     (epoch, order[start..end].to_vec())
+}
+
+/// Training steps per epoch of `config` on `ds`: the training molecules (all of the split or
+/// the run's subset) in batches of `config.batch_size`, the last one smaller.
+pub fn steps_per_epoch(config: &Qm9RunConfig, ds: &Qm9Dataset) -> usize {
+    let n = config
+        .n_train
+        .map_or(ds.splits.train.len(), |n| n.min(ds.splits.train.len()));
+    n.div_ceil(config.batch_size.max(1)).max(1)
+}
+
+/// Checks that `run_dir` holds no run of another configuration than `config` (the same run
+/// with another number of steps is the same run); reads only.
+///
+/// Errors: [`ExperimentError::Config`] naming `config.json` when it holds another
+/// configuration or cannot be parsed; [`ExperimentError::Io`] when it cannot be read.
+pub fn check_run_dir(config: &Qm9RunConfig, run_dir: &Path) -> Result<(), ExperimentError> {
+    let config_path = run_dir.join(files::CONFIG);
+    if !config_path.exists() {
+        return Ok(());
+    }
+    let existing =
+        std::fs::read_to_string(&config_path).map_err(|e| ExperimentError::io(&config_path, e))?;
+    let same = serde_json::from_str::<Qm9RunConfig>(&existing).is_ok_and(|c| {
+        Qm9RunConfig {
+            steps: config.steps,
+            ..c
+        } == *config
+    });
+    if same {
+        Ok(())
+    } else {
+        Err(ExperimentError::Config {
+            key: config_path.display().to_string(),
+            message: "the directory holds a run of another configuration; use another --run-dir"
+                .into(),
+        })
+    }
+}
+
+/// The step count in a run checkpoint's metadata.
+///
+/// Errors: [`ExperimentError::Checkpoint`] naming `path` when it has none.
+fn step_of(contents: &checkpoint::Contents, path: &Path) -> Result<usize, ExperimentError> {
+    contents
+        .metadata
+        .get("step")
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| ExperimentError::Checkpoint {
+            path: path.to_path_buf(),
+            message: "no step count in its metadata".into(),
+        })
+}
+
+/// The step count of the last checkpoint in `run_dir` (0 when there is none).
+///
+/// Errors: checkpoint errors naming the file (unreadable, or no step count).
+pub fn last_checkpoint_step(run_dir: &Path) -> Result<usize, ExperimentError> {
+    let path = run_dir.join(files::LAST);
+    if !path.exists() {
+        return Ok(0);
+    }
+    step_of(&checkpoint::read(&path)?, &path)
 }
 
 /// Trains (or resumes) the run in `run_dir` on `ds`; `progress(step, report)` after each step.
@@ -149,31 +213,13 @@ pub fn train_qm9(
     }
     // Refused before anything is written, so the directory stays free for a valid run.
     config.model.check_method()?;
+    check_run_dir(config, run_dir)?;
     std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
     let config_path = run_dir.join(files::CONFIG);
     let text = serde_json::to_string_pretty(config).map_err(|e| ExperimentError::Config {
         key: "qm9 run".into(),
         message: e.to_string(),
     })?;
-    if config_path.exists() {
-        let existing = std::fs::read_to_string(&config_path)
-            .map_err(|e| ExperimentError::io(&config_path, e))?;
-        // The same run trained for more (or fewer) steps is the same run.
-        let same = serde_json::from_str::<Qm9RunConfig>(&existing).is_ok_and(|c| {
-            Qm9RunConfig {
-                steps: config.steps,
-                ..c
-            } == *config
-        });
-        if !same {
-            return Err(ExperimentError::Config {
-                key: config_path.display().to_string(),
-                message:
-                    "the directory holds a run of another configuration; use another --run-dir"
-                        .into(),
-            });
-        }
-    }
     datasets::atomic::write_atomic(&config_path, text.as_bytes())?;
     tch::manual_seed(config.seed as i64);
     let mut model = config.build_model(ds)?;
@@ -184,11 +230,7 @@ pub fn train_qm9(
     if last.exists() {
         let contents = checkpoint::read(&last)?;
         checkpoint::restore(&mut model.vs, &contents, &last)?;
-        done = contents
-            .metadata
-            .get("step")
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
+        done = step_of(&contents, &last)?;
         opt.load_state(&contents.tensors, done as u64)?;
         clipper = GradientClipper::from_metadata(&contents.metadata).map_err(|message| {
             ExperimentError::Checkpoint {

@@ -13,8 +13,8 @@
 //! of batch 128 each, far beyond such a machine).
 //! The NLL evaluations keep journals of their finished batches in
 //! `<out_dir>/table2-journals/` ([`crate::qm9::journal`]) and the baselines' training runs live
-//! in `<out_dir>/table2/<method>-<profile>-seed<seed>/`: an interrupted run resumes them, and a
-//! re-run with the same settings reads them back instead of computing them again.
+//! in `<out_dir>/table2/<method>-<profile>-tol<tol>-seed<seed>/`: an interrupted run resumes
+//! them, and a re-run with the same settings reads them back instead of computing them again.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -332,7 +332,7 @@ impl Table2 {
             s.push_str(&format!(
                 "{}: trained here, {}; {} steps, {:.1} NFE and {:.2} s per step ({:.0} s of \
                  training, {:.0} s of validation); validation NLL by epoch: {}; best epoch {}. \
-                 Test NLL {:.1} molecules/s, sampling {:.1} molecules/s.\n\n",
+                 Test NLL evaluated at {:.1} molecules/s, sampling at {:.1} molecules/s.\n\n",
                 b.method.paper_name(),
                 b.protocol.describe(),
                 b.training.steps,
@@ -578,7 +578,7 @@ fn write_samples(
 }
 
 /// Trains (or resumes, or reads back) `method` with `options.baseline_protocol` in
-/// `<out_dir>/table2/<method>-<profile>-seed<seed>/`, then evaluates its best-validation
+/// `<out_dir>/table2/<method>-<profile>-tol<tol>-seed<seed>/`, then evaluates its best-validation
 /// parameters: the NLL of a seeded subset of test molecules (its journal at `journal(n)` for
 /// `n` molecules) and the stability of `options.n_samples` samples, written to
 /// `<out_dir>/table2-<profile>-<method>-samples.xyz`.
@@ -604,9 +604,10 @@ fn train_and_evaluate_baseline(
     let protocol = options.baseline_protocol;
     let config = protocol.run_config(method, options.seed, options.tol);
     let run_dir = options.out_dir.join("table2").join(format!(
-        "{}-{}-seed{}",
+        "{}-{}-tol{:e}-seed{}",
         method.name(),
         options.profile.name(),
+        options.tol,
         options.seed
     ));
     let per_epoch = super::protocol::steps_per_epoch(&config.run, ds);
