@@ -19,7 +19,8 @@ use super::evaluate::{evaluate_nll, seeded_subset};
 use super::model::Qm9Model;
 pub use super::run::steps_per_epoch;
 use super::run::{
-    check_run_dir, files, last_checkpoint_step, train_qm9, Qm9RunConfig, Qm9StepLine,
+    check_run_dir, check_settings_file, files, last_checkpoint_step, train_qm9, Qm9RunConfig,
+    Qm9StepLine,
 };
 use super::train::Qm9StepReport;
 use crate::checkpoint;
@@ -155,11 +156,10 @@ pub fn train_with_validation(
     }
     // Every check reads only; the directory is written after all of them passed.
     let settings_path = run_dir.join(validated_files::SETTINGS);
-    if settings_path.exists() {
-        let text = std::fs::read_to_string(&settings_path)
-            .map_err(|e| ExperimentError::io(&settings_path, e))?;
-        // More epochs of the same run are the same run (`run.steps` is set here).
-        let same = serde_json::from_str::<ValidatedRunConfig>(&text).is_ok_and(|c| {
+    // More epochs of the same run are the same run (`run.steps` is set here).
+    check_settings_file(
+        &settings_path,
+        |c: ValidatedRunConfig| {
             ValidatedRunConfig {
                 epochs: config.epochs,
                 run: Qm9RunConfig {
@@ -168,15 +168,9 @@ pub fn train_with_validation(
                 },
                 ..c
             } == *config
-        });
-        if !same {
-            return Err(refuse(
-                &settings_path,
-                "the directory holds a validated run of other settings; use another directory"
-                    .into(),
-            ));
-        }
-    }
+        },
+        "the directory holds a validated run of other settings; use another directory",
+    )?;
     check_run_dir(&config.run, run_dir)?;
     let validation_path = run_dir.join(validated_files::VALIDATION);
     let best_path = run_dir.join(validated_files::BEST);

@@ -142,25 +142,38 @@ pub fn steps_per_epoch(config: &Qm9RunConfig, ds: &Qm9Dataset) -> usize {
 /// Errors: [`ExperimentError::Config`] naming `config.json` when it holds another
 /// configuration or cannot be parsed; [`ExperimentError::Io`] when it cannot be read.
 pub fn check_run_dir(config: &Qm9RunConfig, run_dir: &Path) -> Result<(), ExperimentError> {
-    let config_path = run_dir.join(files::CONFIG);
-    if !config_path.exists() {
+    check_settings_file(
+        &run_dir.join(files::CONFIG),
+        |c: Qm9RunConfig| {
+            Qm9RunConfig {
+                steps: config.steps,
+                ..c
+            } == *config
+        },
+        "the directory holds a run of another configuration; use another --run-dir",
+    )
+}
+
+/// Checks that the JSON settings file `path`, if there is one, parses and holds settings that
+/// `same` accepts; reads only.
+///
+/// Errors: [`ExperimentError::Config`] naming `path` with `refusal` when it does not;
+/// [`ExperimentError::Io`] when it cannot be read.
+pub(crate) fn check_settings_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    same: impl FnOnce(T) -> bool,
+    refusal: &str,
+) -> Result<(), ExperimentError> {
+    if !path.exists() {
         return Ok(());
     }
-    let existing =
-        std::fs::read_to_string(&config_path).map_err(|e| ExperimentError::io(&config_path, e))?;
-    let same = serde_json::from_str::<Qm9RunConfig>(&existing).is_ok_and(|c| {
-        Qm9RunConfig {
-            steps: config.steps,
-            ..c
-        } == *config
-    });
-    if same {
+    let text = std::fs::read_to_string(path).map_err(|e| ExperimentError::io(path, e))?;
+    if serde_json::from_str::<T>(&text).is_ok_and(same) {
         Ok(())
     } else {
         Err(ExperimentError::Config {
-            key: config_path.display().to_string(),
-            message: "the directory holds a run of another configuration; use another --run-dir"
-                .into(),
+            key: path.display().to_string(),
+            message: refusal.into(),
         })
     }
 }
