@@ -164,7 +164,43 @@ fn table2_runs_end_to_end_on_a_tiny_profile() {
     options.n_exact = 0;
     options.n_samples = 3;
     options.progress = false;
+    // The GNF baselines, trained for one epoch of two steps on 8 molecules.
+    options.baseline_protocol = experiments::qm9::BaselineProtocol {
+        n_train: Some(8),
+        epochs: 1,
+        batch_size: 4,
+        n_layers: 1,
+        hidden_nf: 8,
+        lr: 5e-4,
+        gradients: experiments::config::GradientMethod::Backprop,
+        n_val: Some(4),
+        n_test: Some(3),
+    };
     let table = experiments::qm9::reproduce_table2(&options).unwrap();
+    assert_eq!(table.baselines.len(), 2);
+    for (b, name) in table.baselines.iter().zip(["gnf_att", "gnf_att_aug"]) {
+        assert_eq!(b.method.name(), name);
+        assert_eq!((b.training.steps, b.training.best_epoch), (2, 1));
+        assert_eq!(b.nll.n_molecules, 3);
+        assert_eq!(b.samples.stability.molecules, 3);
+        let row = table
+            .rows
+            .iter()
+            .find(|r| {
+                r.method.starts_with("GNF-attention")
+                    && r.nll == Some((b.nll.nll, b.nll.nll_std_err))
+            })
+            .unwrap();
+        assert!(row.source.contains("1 of 100 epochs"), "{}", row.source);
+        let run = out
+            .path()
+            .join(format!("table2/{name}-default-tol1e-4-seed0"));
+        assert!(run.join("best.safetensors").exists(), "{}", run.display());
+        assert!(out
+            .path()
+            .join(format!("table2-default-{name}-samples.xyz"))
+            .exists());
+    }
     assert_eq!(table.nll_hutchinson.n_molecules, 3);
     assert!(table.nll_hutchinson.nll.is_finite());
     assert_eq!(table.samples.stability.molecules, 3);
