@@ -50,7 +50,7 @@ enum Cmd {
     /// Set up, then run `enf reproduce-table1 [ARGS]...` (release build of enf-experiments).
     #[command(name = "reproduce-table1", disable_help_flag = true)]
     ReproduceTable1(PassThrough),
-    /// Set up, then run `enf reproduce-table2 [ARGS]...` (QM9, the pretrained E-NF).
+    /// Set up, then run `enf reproduce-table2 [ARGS]...` (QM9: pretrained E-NF, GNF baselines).
     #[command(name = "reproduce-table2", disable_help_flag = true)]
     ReproduceTable2(PassThrough),
     /// Set up, then run `enf reproduce-table3 [ARGS]...` (QM9 positional, every method trained).
