@@ -146,12 +146,43 @@ pub fn write_table(
 /// Errors: [`ExperimentError::Io`]; [`ExperimentError::Config`] (key `json`) if `value` cannot
 /// be serialised.
 pub fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), ExperimentError> {
+    let text = json_line(value)?;
     let f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .map_err(|e| ExperimentError::io(path, e))?;
-    write_json_line(&f, path, value)
+    write_line(&f, path, &text)
+}
+
+/// Replaces `path` (atomically) with one JSON line per value: how a resumed run keeps exactly
+/// the records of its finished epochs before appending new ones.
+///
+/// Errors: as [`append_json_line`]; [`ExperimentError::Data`] when the file cannot be written.
+pub fn write_json_lines<T: Serialize>(path: &Path, values: &[T]) -> Result<(), ExperimentError> {
+    let text = values
+        .iter()
+        .map(json_line)
+        .collect::<Result<String, _>>()?;
+    Ok(datasets::atomic::write_atomic(path, text.as_bytes())?)
+}
+
+/// `value` as one line of JSON, newline included.
+fn json_line(value: &impl Serialize) -> Result<String, ExperimentError> {
+    let mut text = serde_json::to_string(value).map_err(|e| ExperimentError::Config {
+        key: "json".into(),
+        message: e.to_string(),
+    })?;
+    text.push('\n');
+    Ok(text)
+}
+
+/// Writes `text` in one write and syncs it to disk.
+fn write_line(mut file: &std::fs::File, path: &Path, text: &str) -> Result<(), ExperimentError> {
+    use std::io::Write;
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_data())
+        .map_err(|e| ExperimentError::io(path, e))
 }
 
 /// Writes `value` as one JSON line to `file` (opened for appending; `path` names it in errors)
@@ -159,19 +190,11 @@ pub fn append_json_line(path: &Path, value: &impl Serialize) -> Result<(), Exper
 ///
 /// Errors: as [`append_json_line`].
 pub fn write_json_line(
-    mut file: &std::fs::File,
+    file: &std::fs::File,
     path: &Path,
     value: &impl Serialize,
 ) -> Result<(), ExperimentError> {
-    use std::io::Write;
-    let mut text = serde_json::to_string(value).map_err(|e| ExperimentError::Config {
-        key: "json".into(),
-        message: e.to_string(),
-    })?;
-    text.push('\n');
-    file.write_all(text.as_bytes())
-        .and_then(|()| file.sync_data())
-        .map_err(|e| ExperimentError::io(path, e))
+    write_line(file, path, &json_line(value)?)
 }
 
 #[cfg(test)]

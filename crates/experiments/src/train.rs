@@ -397,11 +397,7 @@ pub fn train(
         .sum();
     // metrics.jsonl holds exactly the finished epochs, then one line per new epoch.
     let metrics_path = run_dir.join(files::METRICS);
-    let kept: String = earlier_metrics
-        .iter()
-        .map(|m| serde_json::to_string(m).unwrap_or_default() + "\n")
-        .collect();
-    atomic_write(&metrics_path, kept.as_bytes())?;
+    crate::results::write_json_lines(&metrics_path, &earlier_metrics)?;
 
     let bar = if show_progress {
         let bar = ProgressBar::new((t.epochs * steps_per_epoch) as u64);

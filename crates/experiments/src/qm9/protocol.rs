@@ -212,15 +212,7 @@ pub fn train_with_validation(
     datasets::atomic::write_atomic(&settings_path, text.as_bytes())?;
     // validation.jsonl holds exactly the finished epochs (a line cut short is dropped), then
     // one line per new epoch.
-    let kept: String = history
-        .iter()
-        .map(|v| serde_json::to_string(v).map(|s| s + "\n"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| ExperimentError::Config {
-            key: "json".into(),
-            message: e.to_string(),
-        })?;
-    datasets::atomic::write_atomic(&validation_path, kept.as_bytes())?;
+    crate::results::write_json_lines(&validation_path, &history)?;
     let val_rows = seeded_subset(
         &ds.splits.val,
         config.n_val.unwrap_or(ds.splits.val.len()),
