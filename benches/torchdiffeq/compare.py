@@ -1,9 +1,13 @@
 """The solves of benches/ode_core.rs, timed with torchdiffeq 0.2.5 (the reference's solver).
 
 The E-NF dynamics are written here from the equations of the E-NF paper (FACTS.md section 1) in
-the same dense formulation as the Rust crates (all pairs as [batch, nodes, nodes, features], the
-first edge layer split into per-node products plus a broadcast add), so that the comparison is
-between the solvers and the runtimes, not between two different networks:
+the same formulation as the Rust crates, so that the comparison is between the solvers and the
+runtimes, not between two different networks: `--layout flat` (the default, as the Rust crates
+compute since 2026-12-01) keeps node tensors as [batch * nodes, features] and edge tensors as
+[batch * nodes * (nodes - 1), features] over the M - 1 neighbours of each node, so every linear
+layer is one addmm, and the first layer reuses the edge vectors of the edge attributes;
+`--layout dense` is the earlier formulation (all pairs as [batch, nodes, nodes, features] with
+the diagonal masked). Both split the first edge layer into per-node products plus a broadcast add:
 
 - solver overhead: dopri5 at rtol = atol = 1e-6 on y' = -y over [0, 1], 1,000 and 100,000 floats;
 - an E-NF forward solve (Hutchinson trace, no parameter gradients) on 100 DW4 / LJ13 reference
@@ -55,6 +59,24 @@ class EquivariantConv(nn.Module):
         self.node_out = nn.Linear(hidden, hidden)
         self.coords_range = coords_range
 
+    def forward_flat(self, h, x, edge_attr, neighbours, geometry=None):
+        """h [B*M, H], x [B, M, n], edge_attr [E, 1], neighbours [E] (row of node j for edge i-j),
+        geometry: (diff [E, n], radial [E, 1]) of x if already computed."""
+        b, m, n = x.shape
+        k, hidden = m - 1, h.shape[1]
+        diff, radial = geometry if geometry is not None else edge_geometry(x, neighbours)
+        dst = self.edge_dst(h).index_select(0, neighbours).view(b * m, k, hidden)
+        base = (dst + self.edge_src(h).unsqueeze(1)).view(-1, hidden)
+        pre = torch.addmm(base, torch.cat([radial, edge_attr], -1), self.edge_scalars.weight.t())
+        msg = nn.functional.silu(self.edge_out(nn.functional.silu(pre)))
+        msg = msg * torch.sigmoid(self.attention(msg))
+        phi = torch.tanh(self.coord_out(nn.functional.silu(self.coord_in(msg)))) * self.coords_range
+        shift = (diff * (phi / (torch.sqrt(radial + 1e-8) + 1.0))).view(b * m, k, n).sum(1)
+        x = x + shift.view(b, m, n)
+        agg = msg.view(b * m, k, hidden).sum(1)
+        h = h + self.node_out(nn.functional.silu(self.node_in(torch.cat([h, agg], -1))))
+        return h, x
+
     def forward(self, h, x, edge_attr, off_diagonal):
         diff = x.unsqueeze(2) - x.unsqueeze(1)  # [B, M, M, n]: x_i - x_j
         radial = diff.square().sum(-1, keepdim=True)  # [B, M, M, 1]
@@ -72,17 +94,36 @@ class EquivariantConv(nn.Module):
         return h, x
 
 
+def edge_geometry(x, neighbours):
+    """x_i - x_j [E, n] and ||x_i - x_j||^2 [E, 1] over the flat neighbour layout."""
+    b, m, n = x.shape
+    xf = x.reshape(b * m, n)
+    xj = xf.index_select(0, neighbours).view(b * m, m - 1, n)
+    diff = (xf.unsqueeze(1) - xj).view(-1, n)
+    return diff, diff.square().sum(-1, keepdim=True)
+
+
+def flat_neighbours(b, m):
+    """[b * m * (m - 1)]: for edge (i, j) of graph g, the row g * m + j of the flattened nodes."""
+    per_graph = torch.tensor([j for i in range(m) for j in range(m) if j != i])
+    return (torch.arange(b).unsqueeze(1) * m + per_graph.unsqueeze(0)).flatten()
+
+
 class EnfDynamics(nn.Module):
     """The E-NF velocity: time as the node feature, squared distances as edge attributes."""
 
-    def __init__(self, hidden=32, n_layers=3, coords_range=15.0):
+    def __init__(self, hidden=32, n_layers=3, coords_range=15.0, layout="flat"):
         super().__init__()
         self.embedding = nn.Linear(1, hidden)
         self.layers = nn.ModuleList(
             [EquivariantConv(hidden, coords_range / n_layers) for _ in range(n_layers)]
         )
+        self.layout = layout
+        self.neighbours = {}
 
     def forward(self, t, x):
+        if self.layout == "flat":
+            return self.forward_flat(t, x)
         b, m, _ = x.shape
         off_diagonal = (1.0 - torch.eye(m, dtype=x.dtype)).view(1, m, m, 1)
         h = self.embedding(t.expand(b, m, 1).to(x.dtype))
@@ -90,6 +131,20 @@ class EnfDynamics(nn.Module):
         x_out = x
         for layer in self.layers:
             h, x_out = layer(h, x_out, edge_attr, off_diagonal)
+        v = x_out - x
+        return v - v.mean(1, keepdim=True)
+
+    def forward_flat(self, t, x):
+        b, m, _ = x.shape
+        if (b, m) not in self.neighbours:
+            self.neighbours[(b, m)] = flat_neighbours(b, m)
+        neighbours = self.neighbours[(b, m)]
+        h = self.embedding(t.expand(b * m, 1).to(x.dtype))
+        geometry = edge_geometry(x, neighbours)
+        edge_attr = geometry[1]
+        x_out = x
+        for l, layer in enumerate(self.layers):
+            h, x_out = layer.forward_flat(h, x_out, edge_attr, neighbours, geometry if l == 0 else None)
         v = x_out - x
         return v - v.mean(1, keepdim=True)
 
@@ -139,16 +194,17 @@ def timed(fn, repeats):
     return statistics.median(seconds)
 
 
-def report(case, seconds, nfe, threads):
-    print(json.dumps({"case": case, "median_s": seconds, "nfe": nfe, "threads": threads}), flush=True)
+def report(case, seconds, nfe, args):
+    record = {"case": case, "median_s": seconds, "nfe": nfe, "threads": args.threads}
+    print(json.dumps(record | {"layout": args.layout}), flush=True)
 
 
-def train_dw4(reference_dir, epochs):
+def train_dw4(reference_dir, epochs, layout):
     data = np.load(reference_dir / "train_split_DW4.npy")[:1000].astype(np.float32)
     x_all = torch.from_numpy(data.reshape(-1, 4, 2))
     x_all = x_all - x_all.mean(1, keepdim=True)
     torch.manual_seed(0)
-    func = DensityFunc(EnfDynamics())
+    func = DensityFunc(EnfDynamics(layout=layout))
     opt = torch.optim.AdamW(func.parameters(), lr=5e-4, weight_decay=1e-12, amsgrad=True)
     for epoch in range(1, epochs + 1):
         order = torch.randperm(len(x_all))
@@ -180,11 +236,12 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--train-dw4", type=int, default=0, metavar="EPOCHS")
+    parser.add_argument("--layout", choices=("flat", "dense"), default="flat")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     if args.train_dw4 > 0:
-        train_dw4(args.reference_dir, args.train_dw4)
+        train_dw4(args.reference_dir, args.train_dw4, args.layout)
         return
 
     for n in (1_000, 100_000):
@@ -201,7 +258,7 @@ def main():
                 odeint(decay, y0, torch.tensor([0.0, 1.0]), method="dopri5", rtol=1e-6, atol=1e-6)
 
         seconds = timed(solve, args.repeats * 5)
-        report(f"ode_overhead/dopri5_decay_{n}_floats", seconds, calls[0], args.threads)
+        report(f"ode_overhead/dopri5_decay_{n}_floats", seconds, calls[0], args)
 
     for name, file, shape in (
         ("dw4", "train_split_DW4.npy", (4, 2)),
@@ -211,7 +268,7 @@ def main():
         x = torch.from_numpy(data.reshape(100, *shape))
         x = x - x.mean(1, keepdim=True)
         torch.manual_seed(0)
-        func = DensityFunc(EnfDynamics())
+        func = DensityFunc(EnfDynamics(layout=args.layout))
         initial = {k: v.clone() for k, v in func.state_dict().items()}
         opt = torch.optim.AdamW(func.parameters(), lr=5e-4, weight_decay=1e-12, amsgrad=True)
 
@@ -221,7 +278,7 @@ def main():
                 log_likelihood(func, x, adjoint=False)
 
         seconds = timed(forward, args.repeats)
-        report(f"enf/{name}_forward_solve_batch100", seconds, func.nfe, args.threads)
+        report(f"enf/{name}_forward_solve_batch100", seconds, func.nfe, args)
 
         for method, adjoint in (("Backprop", False), ("Adjoint", True)):
 
@@ -234,7 +291,7 @@ def main():
                 opt.step()
 
             seconds = timed(step, args.repeats)
-            report(f"enf/{name}_training_step_batch100_{method}", seconds, func.nfe, args.threads)
+            report(f"enf/{name}_training_step_batch100_{method}", seconds, func.nfe, args)
 
 
 if __name__ == "__main__":

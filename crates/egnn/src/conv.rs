@@ -10,15 +10,19 @@
 //!   `tanh(.) * coords_range / n_layers` when tanh is on;
 //! - features `h_i <- h_i + phi_h(h_i, sum_j m_ij)`, `phi_h` = Linear-SiLU-Linear.
 //!
-//! Dense formulation over the neighbour layout of [`Masks`] (edge tensors `[batch, nodes, nodes -
-//! 1, ...]`, no self-loops): the first layer of `phi_e` is split into per-node products
-//! `h W_src^T` and `h W_dst^T` (`[batch, nodes, hidden]`), the first broadcast over neighbours and
-//! the second gathered, so no `[edges, 2 hidden]` concatenation is ever built. For batches without
-//! padding no masking operation is needed at all.
+//! Dense formulation over the neighbour layout of [`Masks`] (no self-loops), computed in its flat
+//! form: node tensors `[batch * nodes, f]` and edge tensors `[batch * nodes * (nodes - 1), f]`, so
+//! every linear layer is a single matrix product (`addmm`) with no reshaping around it, which
+//! matters because these tensors are small and the cost is per operation (and per node of the
+//! autograd graph, which training differentiates twice). The first layer of `phi_e` is split into
+//! per-node products `h W_src^T` and `h W_dst^T` (`[batch * nodes, hidden]`), the first broadcast
+//! over neighbours and the second gathered, and the block of the edge scalars is added by the
+//! product that applies it, so no `[edges, 2 hidden]` concatenation is ever built. For batches
+//! without padding no masking operation is needed at all.
 
 use crate::config::Aggregation;
 use crate::linear::{split_edge_input, Linear};
-use crate::masks::{gather_neighbours, neighbour_differences, Masks};
+use crate::masks::{flat_edge_differences, Masks};
 use tch::nn::{self, Module};
 use tch::Tensor;
 
@@ -98,7 +102,8 @@ impl EquivariantConv {
     /// - `edge_attr [batch, nodes, nodes - 1, edge_attr_nf]` in the neighbour layout (the squared
     ///   distances of the ODE state for E-NF dynamics), or `None` when the layer was built with
     ///   `edge_attr_nf = 0`;
-    /// - `radial`: `||x_i - x_j||^2` as `[batch, nodes, nodes - 1, 1]` if the caller already has it.
+    /// - `geometry`: the edge geometry of `x` ([`EdgeGeometry::new`]) if the caller already has
+    ///   it, or `None` to compute it here.
     ///
     /// Returns `(h', x')` of the same shapes; padded nodes keep zero features and their positions.
     pub fn forward(
@@ -106,10 +111,10 @@ impl EquivariantConv {
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        radial: Option<&Tensor>,
+        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
     ) -> (Tensor, Tensor) {
-        let (h, x, _) = self.forward_jvp(h, x, edge_attr, radial, masks, &Tangents::default());
+        let (h, x, _) = self.forward_jvp(h, x, edge_attr, geometry, masks, &Tangents::default());
         (h, x)
     }
 
@@ -120,7 +125,8 @@ impl EquivariantConv {
     /// Jacobian-vector product needs no second backward pass.
     ///
     /// Returns `(h', x', tangents')`; `tangents'.edge_attr` is the input's (the attributes do not
-    /// change between layers). `radial`, when given, must be the squared distances of `x`.
+    /// change between layers). `geometry`, when given, must be that of `x` with the tangent
+    /// `tangents.x` ([`EdgeGeometry::new`]).
     ///
     /// Shapes are not checked here (a building block of [`crate::Egnn::forward_jvp`], which
     /// checks them and is the public entry point).
@@ -132,30 +138,65 @@ impl EquivariantConv {
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        radial: Option<&Tensor>,
+        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
         tangents: &Tangents,
     ) -> (Tensor, Tensor, Tangents) {
-        let nb = &masks.neighbours;
-        let diff = neighbour_differences(x, nb); // [B, M, M-1, n]: x_i - x_j
-        let d_diff = tangents.x.as_ref().map(|dx| neighbour_differences(dx, nb));
-        let radial = match radial {
-            Some(r) => r.shallow_clone(),
-            None => diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind()),
+        let size = x.size();
+        let (b, m, n) = (size[0], size[1], size[2]);
+        let hidden = h.size()[2];
+        // Flat layout: node tensors `[B*M, f]`, edge tensors `[B*M*(M-1), f]`, so that every
+        // layer of the MLPs is one matrix product (`addmm`) and the sums over neighbours are
+        // views summed over one axis.
+        let (nodes, k) = (b * m, (m - 1).max(0));
+        let edges = nodes * k;
+        let node_rows = |t: &Tensor| t.reshape([nodes, t.size()[2]]);
+        let edge_rows = |t: &Tensor| t.reshape([edges, t.size()[3]]);
+        let over_neighbours = |t: &Tensor| {
+            let f = t.size()[1];
+            t.view([nodes, k, f])
+                .sum_dim_intlist(&[1i64][..], false, t.kind())
         };
-        let d_radial = d_diff
-            .as_ref()
-            .map(|dd| (&diff * dd).sum_dim_intlist(&[-1i64][..], true, x.kind()) * 2.0);
+        let xf = node_rows(x);
+        let hf = node_rows(h);
+        let dxf = tangents.x.as_ref().map(node_rows);
+        let dhf = tangents.h.as_ref().map(node_rows);
+        let attr = edge_attr.map(edge_rows);
+        let d_attr = tangents.edge_attr.as_ref().map(edge_rows);
 
-        // First edge layer, split: W = [W_src | W_dst | w_radial | W_attr].
-        let src = self.edge_source.forward(h); // [B, M, H], with the bias
-        let dst = gather_neighbours(&self.edge_target.forward(h), nb); // [B, M, M-1, H]
-        let pair_scalars = match edge_attr {
-            Some(a) => Tensor::cat(&[&radial, a], -1),
-            None => radial.shallow_clone(),
+        let own;
+        let geometry = match geometry {
+            Some(g) => g,
+            None => {
+                own = EdgeGeometry::of_rows(&xf, dxf.as_ref(), masks);
+                &own
+            }
         };
-        let pre = self.edge_scalars.forward(&pair_scalars) + src.unsqueeze(2) + dst; // [B, M, M-1, H]
-        let d_pair = match (edge_attr, d_radial.as_ref(), tangents.edge_attr.as_ref()) {
+        let (diff, radial) = (&geometry.diff, &geometry.radial); // [E, n], [E, 1]
+        let (d_diff, d_radial) = (geometry.d_diff.as_ref(), geometry.d_radial.as_ref());
+
+        // First edge layer, split: W = [W_src | W_dst | w_radial | W_attr]; the source and target
+        // blocks applied per node, the scalar block added by the same product that applies it.
+        let src = self.edge_source.forward(&hf); // [N, H], with the bias
+        let dst = self
+            .edge_target
+            .forward(&hf)
+            .index_select(0, &masks.flat_neighbours); // [E, H]
+        let base = (dst.view([nodes, k, hidden]) + src.unsqueeze(1)).view([edges, hidden]);
+        let pair_scalars = match &attr {
+            Some(a) => Tensor::cat(&[radial, a], -1),
+            None => radial.shallow_clone(),
+        }; // [E, 1 + A]
+        let pre = self.edge_scalars.forward_onto(&base, &pair_scalars); // [E, H]
+        let d_base = dhf.as_ref().map(|dh| {
+            let d_dst = self
+                .edge_target
+                .tangent(dh)
+                .index_select(0, &masks.flat_neighbours);
+            (d_dst.view([nodes, k, hidden]) + self.edge_source.tangent(dh).unsqueeze(1))
+                .view([edges, hidden])
+        });
+        let d_pair = match (&attr, d_radial, d_attr.as_ref()) {
             (_, None, None) => None,
             (None, dr, _) => dr.map(Tensor::shallow_clone),
             (Some(a), dr, da) => Some(Tensor::cat(
@@ -166,44 +207,43 @@ impl EquivariantConv {
                 -1,
             )),
         };
-        let d_pre = add_tangents(
-            d_pair.map(|d| self.edge_scalars.tangent(&d)),
-            tangents.h.as_ref().map(|dh| {
-                self.edge_source.tangent(dh).unsqueeze(2)
-                    + gather_neighbours(&self.edge_target.tangent(dh), nb)
-            }),
-        );
+        let d_pre = match (d_base, d_pair) {
+            (Some(db), Some(dp)) => Some(self.edge_scalars.tangent_onto(&db, &dp)),
+            (db, None) => db,
+            (None, Some(dp)) => Some(self.edge_scalars.tangent(&dp)),
+        };
         let (a1, d_a1) = silu_jvp(&pre, d_pre);
         let z = self.edge_out.forward(&a1);
-        let (mut m, mut d_m) = silu_jvp(&z, d_a1.map(|d| self.edge_out.tangent(&d)));
+        let (mut msg, mut d_msg) = silu_jvp(&z, d_a1.map(|d| self.edge_out.tangent(&d)));
         if let Some(att) = &self.attention {
-            let gate = att.forward(&m).sigmoid();
-            d_m = d_m.map(|dm| {
+            let gate = att.forward(&msg).sigmoid();
+            d_msg = d_msg.map(|dm| {
                 let d_gate = Tensor::sigmoid_backward(&att.tangent(&dm), &gate);
-                &dm * &gate + &m * d_gate
+                &dm * &gate + &msg * d_gate
             });
-            m = &m * &gate;
+            msg = &msg * &gate;
         }
-        if !masks.all_real {
-            m = m * &masks.edge;
-            d_m = d_m.map(|dm| dm * &masks.edge);
+        let edge_mask = (!masks.all_real).then(|| masks.edge.reshape([edges, 1]));
+        if let Some(mask) = &edge_mask {
+            msg = msg * mask;
+            d_msg = d_msg.map(|dm| dm * mask);
         }
 
         // Coordinates (eq. 9).
-        let z = self.coord_in.forward(&m);
-        let (a, d_a) = silu_jvp(&z, d_m.as_ref().map(|dm| self.coord_in.tangent(dm)));
-        let mut phi = self.coord_out.forward(&a); // [B, M, M-1, 1]
+        let z = self.coord_in.forward(&msg);
+        let (a, d_a) = silu_jvp(&z, d_msg.as_ref().map(|dm| self.coord_in.tangent(dm)));
+        let mut phi = self.coord_out.forward(&a); // [E, 1]
         let mut d_phi = d_a.map(|d| self.coord_out.tangent(&d));
         if let Some(range) = self.coords_range {
             let th = phi.tanh();
             d_phi = d_phi.map(|d| Tensor::tanh_backward(&d, &th) * range);
             phi = th * range;
         }
-        if !masks.all_real {
-            phi = phi * &masks.edge;
-            d_phi = d_phi.map(|d| d * &masks.edge);
+        if let Some(mask) = &edge_mask {
+            phi = phi * mask;
+            d_phi = d_phi.map(|d| d * mask);
         }
-        let norm = (&radial + NORM_EPS).sqrt();
+        let norm = (radial + NORM_EPS).sqrt();
         let denom = &norm + NORM_CONSTANT;
         let scale = phi / &denom;
         // d(phi / denom) = (d_phi - scale * d_denom) / denom, d_denom = d_radial / (2 norm).
@@ -214,31 +254,35 @@ impl EquivariantConv {
                 num.map(|n| n / &denom)
             }
         };
-        let mut shift = (&diff * &scale).sum_dim_intlist(&[2i64][..], false, x.kind()); // [B, M, n]
-        let mut d_shift = add_tangents(d_diff.map(|dd| dd * &scale), d_scale.map(|ds| &diff * ds))
-            .map(|d| d.sum_dim_intlist(&[2i64][..], false, x.kind()));
-        let mut agg = m.sum_dim_intlist(&[2i64][..], false, m.kind()); // [B, M, H]
-        let mut d_agg = d_m.map(|dm| dm.sum_dim_intlist(&[2i64][..], false, m.kind()));
+        let mut shift = over_neighbours(&(diff * &scale)); // [N, n]
+        let mut d_shift = add_tangents(d_diff.map(|dd| dd * &scale), d_scale.map(|ds| diff * ds))
+            .map(|d| over_neighbours(&d));
+        let mut agg = over_neighbours(&msg); // [N, H]
+        let mut d_agg = d_msg.map(|dm| over_neighbours(&dm));
         if self.aggregation == Aggregation::Mean {
             let neighbours = masks
                 .edge
-                .sum_dim_intlist(&[2i64][..], false, x.kind())
-                .clamp_min(1.0); // [B, M, 1]
+                .reshape([nodes, k])
+                .sum_dim_intlist(&[1i64][..], true, x.kind())
+                .clamp_min(1.0); // [N, 1]
             shift = shift / &neighbours;
             agg = agg / &neighbours;
             d_shift = d_shift.map(|d| d / &neighbours);
             d_agg = d_agg.map(|d| d / &neighbours);
         }
-        let x_new = x + shift;
-        let d_x_new = add_tangents(tangents.x.as_ref().map(Tensor::shallow_clone), d_shift);
+        let x_new = x + shift.view([b, m, n]);
+        let d_x_new = add_tangents(
+            tangents.x.as_ref().map(Tensor::shallow_clone),
+            d_shift.map(|d| d.view([b, m, n])),
+        );
 
         // Features (residual).
-        let node_input = Tensor::cat(&[h, &agg], -1);
-        let d_node_input = match (tangents.h.as_ref(), d_agg) {
+        let node_input = Tensor::cat(&[&hf, &agg], -1); // [N, 2H]
+        let d_node_input = match (dhf.as_ref(), d_agg) {
             (None, None) => None,
             (dh, da) => Some(Tensor::cat(
                 &[
-                    dh.map_or_else(|| h.zeros_like(), Tensor::shallow_clone),
+                    dh.map_or_else(|| hf.zeros_like(), Tensor::shallow_clone),
                     da.unwrap_or_else(|| agg.zeros_like()),
                 ],
                 -1,
@@ -246,22 +290,74 @@ impl EquivariantConv {
         };
         let z = self.node_in.forward(&node_input);
         let (a, d_a) = silu_jvp(&z, d_node_input.map(|d| self.node_in.tangent(&d)));
-        let mut h_new = h + self.node_out.forward(&a);
-        let mut d_h_new = add_tangents(
-            tangents.h.as_ref().map(Tensor::shallow_clone),
-            d_a.map(|d| self.node_out.tangent(&d)),
-        );
+        let mut h_new = hf + self.node_out.forward(&a); // [N, H]
+        let mut d_h_new = add_tangents(dhf, d_a.map(|d| self.node_out.tangent(&d)));
         if !masks.all_real {
-            let node = masks.node.unsqueeze(-1);
+            let node = masks.node.reshape([nodes, 1]);
             h_new = h_new * &node;
             d_h_new = d_h_new.map(|d| d * &node);
         }
         let out = Tangents {
-            h: d_h_new,
+            h: d_h_new.map(|d| d.view([b, m, hidden])),
             x: d_x_new,
             edge_attr: tangents.edge_attr.as_ref().map(Tensor::shallow_clone),
         };
-        (h_new, x_new, out)
+        (h_new.view([b, m, hidden]), x_new, out)
+    }
+}
+
+/// The edge vectors and squared distances of positions in the flat edge layout of [`Masks`]
+/// (`[batch * nodes * (nodes - 1), ...]`), with their tangents for forward-mode differentiation:
+/// what every convolution computes from its input positions, and what the first may take from a
+/// caller that already has it (the E-NF dynamics, whose edge attributes are these squared
+/// distances), so it is computed, and differentiated, once.
+#[derive(Debug)]
+pub struct EdgeGeometry {
+    /// `x_i - x_j`, `[batch * nodes * (nodes - 1), dims]`.
+    pub diff: Tensor,
+    /// `||x_i - x_j||^2`, `[batch * nodes * (nodes - 1), 1]`.
+    pub radial: Tensor,
+    /// Tangent of `diff` (same shape), `None` where it is zero.
+    pub d_diff: Option<Tensor>,
+    /// Tangent of `radial`, `2 (x_i - x_j) . (dx_i - dx_j)` (same shape), `None` where it is zero.
+    pub d_radial: Option<Tensor>,
+}
+
+impl EdgeGeometry {
+    /// The edge geometry of positions `x [batch, nodes, dims]` fitting `masks`, with the tangent
+    /// `dx` (`x`'s shape) or none. Shapes are not checked here: the networks that take it do.
+    pub fn new(x: &Tensor, dx: Option<&Tensor>, masks: &Masks) -> Self {
+        let size = x.size();
+        let rows = |t: &Tensor| t.reshape([size[0] * size[1], size[2]]);
+        Self::of_rows(&rows(x), dx.map(rows).as_ref(), masks)
+    }
+
+    /// [`EdgeGeometry::new`] from positions already flattened to node rows `[batch * nodes,
+    /// dims]`.
+    fn of_rows(x: &Tensor, dx: Option<&Tensor>, masks: &Masks) -> Self {
+        let diff = flat_edge_differences(x, masks);
+        let radial = diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind());
+        let d_diff = dx.map(|dx| flat_edge_differences(dx, masks));
+        let d_radial = d_diff
+            .as_ref()
+            .map(|dd| (&diff * dd).sum_dim_intlist(&[-1i64][..], true, x.kind()) * 2.0);
+        EdgeGeometry {
+            diff,
+            radial,
+            d_diff,
+            d_radial,
+        }
+    }
+
+    /// The squared distances in the neighbour layout, `[batch, nodes, nodes - 1, 1]` (a view),
+    /// as edge attributes; the second item is their tangent.
+    pub fn radial_neighbour_layout(&self, masks: &Masks) -> (Tensor, Option<Tensor>) {
+        let (b, m) = (masks.batch_size(), masks.n_nodes());
+        let shape = [b, m, (m - 1).max(0), 1];
+        (
+            self.radial.view(shape),
+            self.d_radial.as_ref().map(|d| d.view(shape)),
+        )
     }
 }
 

@@ -1,7 +1,7 @@
 //! Flow dynamics: velocity fields over batches of graphs, and the E-NF dynamics built from an EGNN.
 
 use crate::config::EgnnConfig;
-use crate::conv::Tangents;
+use crate::conv::{EdgeGeometry, Tangents};
 use crate::error::EgnnError;
 use crate::masks::Masks;
 use crate::network::Egnn;
@@ -196,10 +196,11 @@ impl Dynamics for EgnnDynamics {
         let size = check_positions(x, masks)?;
         check_features(h, self.node_nf, &size, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;
-        let edge_attr = crate::masks::neighbour_sq_distances(x, &masks.neighbours);
-        let (h_out, x_out) = self
-            .egnn
-            .forward(&node_input, x, Some(&edge_attr), true, masks)?;
+        let geometry = EdgeGeometry::new(x, None, masks);
+        let (edge_attr, _) = geometry.radial_neighbour_layout(masks);
+        let (h_out, x_out) =
+            self.egnn
+                .forward(&node_input, x, Some(&edge_attr), Some(&geometry), masks)?;
         self.output(x, &h_out, &x_out, masks)
     }
 
@@ -280,19 +281,21 @@ impl EgnnDynamics {
                 dh.shallow_clone()
             }
         });
-        let nb = &masks.neighbours;
-        let diff = crate::masks::neighbour_differences(x, nb);
-        let d_diff = crate::masks::neighbour_differences(dx, nb);
-        let edge_attr = diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind());
-        let d_edge_attr = (&diff * d_diff).sum_dim_intlist(&[-1i64][..], true, x.kind()) * 2.0;
+        let geometry = EdgeGeometry::new(x, Some(dx), masks);
+        let (edge_attr, d_edge_attr) = geometry.radial_neighbour_layout(masks);
         let tangents = Tangents {
             h: d_node_input,
             x: Some(dx.shallow_clone()),
-            edge_attr: Some(d_edge_attr),
+            edge_attr: d_edge_attr,
         };
-        let out =
-            self.egnn
-                .forward_jvp(&node_input, x, Some(&edge_attr), true, masks, &tangents)?;
+        let out = self.egnn.forward_jvp(
+            &node_input,
+            x,
+            Some(&edge_attr),
+            Some(&geometry),
+            masks,
+            &tangents,
+        )?;
         let v = self.output(x, &out.h, &out.x, masks)?;
         let dh_out = out.dh.unwrap_or_else(|| out.h.zeros_like());
         let dx_out = out.dx.unwrap_or_else(|| out.x.zeros_like());

@@ -30,7 +30,7 @@ pub mod simple;
 pub mod testing;
 
 pub use config::{Aggregation, EgnnConfig};
-pub use conv::{EquivariantConv, Tangents};
+pub use conv::{EdgeGeometry, EquivariantConv, Tangents};
 pub use dynamics::{Dynamics, EgnnDynamics, Velocity};
 pub use error::EgnnError;
 pub use gnn::{GnnDynamics, GraphConv};

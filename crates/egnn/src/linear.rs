@@ -73,6 +73,22 @@ impl Linear {
     pub fn tangent(&self, dx: &Tensor) -> Tensor {
         dx.linear(&self.weight, None::<&Tensor>)
     }
+
+    /// `base + x W^T (+ b)` with the product and the sum fused (`addmm`): `x [rows, in]`, `base
+    /// [rows, out]` -> `[rows, out]`. Lets a layer split by input columns add its other blocks
+    /// without another operation.
+    pub fn forward_onto(&self, base: &Tensor, x: &Tensor) -> Tensor {
+        let y = base.addmm(x, &self.weight.tr());
+        match &self.bias {
+            Some(b) => y + b,
+            None => y,
+        }
+    }
+
+    /// The tangent of [`Linear::forward_onto`]'s output, `d_base + dx W^T`, `[rows, out]`.
+    pub fn tangent_onto(&self, d_base: &Tensor, dx: &Tensor) -> Tensor {
+        d_base.addmm(dx, &self.weight.tr())
+    }
 }
 
 impl Module for Linear {

@@ -15,6 +15,11 @@ pub struct Masks {
     pub edge: Tensor,
     /// `[nodes * (nodes - 1)]` (int64): the neighbour j of each edge, node-major.
     pub neighbours: Tensor,
+    /// `[batch * nodes * (nodes - 1)]` (int64): the same neighbours as rows of the batch's nodes
+    /// flattened to `[batch * nodes, ...]` (`b * nodes + j` for edge (i, j) of graph b), for the
+    /// *flat edge layout* `[batch * nodes * (nodes - 1), ...]` in which every layer of a message
+    /// network is a single matrix product ([`flat_edge_differences`]).
+    pub flat_neighbours: Tensor,
     /// Whether every node is real (lets callers skip masking work).
     pub all_real: bool,
 }
@@ -42,6 +47,23 @@ pub fn neighbour_differences(x: &Tensor, neighbours: &Tensor) -> Tensor {
     x.unsqueeze(2) - gather_neighbours(x, neighbours)
 }
 
+/// The neighbour index of the flat edge layout for `batch` graphs (see [`Masks::flat_neighbours`]).
+fn flat_neighbour_index(neighbours: &Tensor, batch: i64, nodes: i64) -> Tensor {
+    let offsets = Tensor::arange(batch, (Kind::Int64, neighbours.device())) * nodes;
+    (offsets.unsqueeze(1) + neighbours.unsqueeze(0)).flatten(0, -1)
+}
+
+/// Differences `x_i - x_j` in the flat edge layout: node values `x [batch * nodes, f]` (graph-major
+/// rows, as `x.reshape([batch * nodes, f])` of `[batch, nodes, f]`) -> `[batch * nodes * (nodes -
+/// 1), f]`, row `(b * nodes + i) * (nodes - 1) + k` for the k-th neighbour j of node i: the rows of
+/// [`neighbour_differences`] flattened.
+pub fn flat_edge_differences(x: &Tensor, masks: &Masks) -> Tensor {
+    let (rows, f) = (x.size()[0], x.size()[1]);
+    let k = (masks.n_nodes() - 1).max(0);
+    let xj = x.index_select(0, &masks.flat_neighbours).view([rows, k, f]);
+    (x.unsqueeze(1) - xj).view([rows * k, f])
+}
+
 /// Squared distances `||x_i - x_j||^2` over the neighbour layout: `[batch, nodes, nodes - 1, 1]`.
 pub fn neighbour_sq_distances(x: &Tensor, neighbours: &Tensor) -> Tensor {
     neighbour_differences(x, neighbours)
@@ -62,10 +84,13 @@ impl Masks {
         let node = node_mask.shallow_clone();
         let edge =
             node.unsqueeze(2).unsqueeze(3) * gather_neighbours(&node.unsqueeze(-1), &neighbours);
+        let size = node.size();
+        let flat_neighbours = flat_neighbour_index(&neighbours, size[0], size[1]);
         Masks {
             node,
             edge,
             neighbours,
+            flat_neighbours,
             all_real,
         }
     }
@@ -98,8 +123,11 @@ impl Masks {
     /// The masks repeated `k` times along the batch (graph `b` of copy `c` is row `c * batch + b`),
     /// as the batched exact trace needs.
     pub fn repeat(&self, k: i64) -> Self {
+        let node = self.node.repeat([k, 1]);
+        let size = node.size();
         Masks {
-            node: self.node.repeat([k, 1]),
+            flat_neighbours: flat_neighbour_index(&self.neighbours, size[0], size[1]),
+            node,
             edge: self.edge.repeat([k, 1, 1, 1]),
             neighbours: self.neighbours.shallow_clone(),
             all_real: self.all_real,
@@ -112,6 +140,7 @@ impl Masks {
             node: self.node.to_kind(kind),
             edge: self.edge.to_kind(kind),
             neighbours: self.neighbours.shallow_clone(),
+            flat_neighbours: self.flat_neighbours.shallow_clone(),
             all_real: self.all_real,
         }
     }
@@ -131,5 +160,21 @@ mod tests {
         // Edges 0-1, 0-2, 1-0, 1-2, 2-0, 2-1: only 0-1 and 1-0 join two real nodes.
         assert_eq!(edge, vec![1.0, 0.0, 1.0, 0.0, 0.0, 0.0]);
         assert!(!m.all_real);
+    }
+
+    #[test]
+    fn flat_edge_differences_are_the_neighbour_layout_flattened() {
+        let x = Tensor::randn([2, 4, 3], (Kind::Double, Device::Cpu));
+        let masks = Masks::full(2, 4, Kind::Double, Device::Cpu);
+        let flat = flat_edge_differences(&x.reshape([8, 3]), &masks);
+        let dense = neighbour_differences(&x, &masks.neighbours).reshape([24, 3]);
+        assert_eq!(flat.size(), vec![24, 3]);
+        assert_eq!(f64::try_from((flat - dense).abs().max()).unwrap(), 0.0);
+        // Copies of a repeated batch index their own rows.
+        let rep = masks.repeat(3);
+        let x3 = x.repeat([3, 1, 1]);
+        let flat3 = flat_edge_differences(&x3.reshape([24, 3]), &rep);
+        let dense3 = neighbour_differences(&x3, &rep.neighbours).reshape([72, 3]);
+        assert_eq!(f64::try_from((flat3 - dense3).abs().max()).unwrap(), 0.0);
     }
 }

@@ -1,7 +1,7 @@
 //! The EGNN: a feature embedding, `n_layers` equivariant convolutions, and an output embedding.
 
 use crate::config::EgnnConfig;
-use crate::conv::{EquivariantConv, Tangents};
+use crate::conv::{EdgeGeometry, EquivariantConv, Tangents};
 use crate::error::EgnnError;
 use crate::linear::Linear;
 use crate::masks::Masks;
@@ -69,8 +69,9 @@ impl Egnn {
     }
 
     /// Runs the network. `h [batch, nodes, in_node_nf]`, `x [batch, nodes, dims]`, `edge_attr
-    /// [batch, nodes, nodes - 1, edge_attr_nf]` (neighbour layout of [`Masks`]) or `None`. If `edge_attr` holds exactly the squared
-    /// distances of `x`, pass `radial_is_edge_attr = true` to reuse it in the first layer.
+    /// [batch, nodes, nodes - 1, edge_attr_nf]` (neighbour layout of [`Masks`]) or `None`.
+    /// `geometry`: the edge geometry of `x` ([`EdgeGeometry::new`]) if the caller already has it
+    /// (the first layer then uses it instead of computing it again), or `None`.
     ///
     /// Returns `(h_out [batch, nodes, out_node_nf], x_out [batch, nodes, dims])`; padded nodes have
     /// zero output features.
@@ -81,24 +82,18 @@ impl Egnn {
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        radial_is_edge_attr: bool,
+        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
     ) -> Result<(Tensor, Tensor), EgnnError> {
-        let out = self.forward_jvp(
-            h,
-            x,
-            edge_attr,
-            radial_is_edge_attr,
-            masks,
-            &Tangents::default(),
-        )?;
+        let out = self.forward_jvp(h, x, edge_attr, geometry, masks, &Tangents::default())?;
         Ok((out.h, out.x))
     }
 
     /// [`Egnn::forward`] with forward-mode differentiation: also returns the directional
     /// derivative of `(h_out, x_out)` along `tangents` of the inputs (`h` `[batch, nodes,
     /// in_node_nf]`, `x`, `edge_attr`, shaped as they are; `None` is a zero tangent), computed
-    /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]).
+    /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]). `geometry`, when
+    /// given, must be that of `x` with the tangent `tangents.x`.
     ///
     /// Returns the outputs and their tangents ([`JvpOutput`]).
     ///
@@ -110,7 +105,7 @@ impl Egnn {
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        radial_is_edge_attr: bool,
+        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
         tangents: &Tangents,
     ) -> Result<JvpOutput, EgnnError> {
@@ -144,12 +139,9 @@ impl Egnn {
         };
         let mut x = x.shallow_clone();
         for (l, layer) in self.layers.iter().enumerate() {
-            let radial = if l == 0 && radial_is_edge_attr {
-                edge_attr
-            } else {
-                None
-            };
-            let (h_new, x_new, tan_new) = layer.forward_jvp(&h, &x, edge_attr, radial, masks, &tan);
+            let geometry = geometry.filter(|_| l == 0);
+            let (h_new, x_new, tan_new) =
+                layer.forward_jvp(&h, &x, edge_attr, geometry, masks, &tan);
             h = h_new;
             x = x_new;
             tan = tan_new;
