@@ -3,7 +3,7 @@
 The E-NF dynamics are written here from the equations of the E-NF paper (FACTS.md section 1) in
 the same formulation as the Rust crates, so that the comparison is between the solvers and the
 runtimes, not between two different networks: `--layout flat` (the default, as the Rust crates
-compute since 2026-12-01) keeps node tensors as [batch * nodes, features] and edge tensors as
+compute since 2026-11-30, ninth session) keeps node tensors as [batch * nodes, features] and edge tensors as
 [batch * nodes * (nodes - 1), features] over the M - 1 neighbours of each node, so every linear
 layer is one addmm, and the first layer reuses the edge vectors of the edge attributes;
 `--layout dense` is the earlier formulation (all pairs as [batch, nodes, nodes, features] with
