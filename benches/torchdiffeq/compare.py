@@ -105,7 +105,7 @@ def edge_geometry(x, neighbours):
 
 def flat_neighbours(b, m):
     """[b * m * (m - 1)]: for edge (i, j) of graph g, the row g * m + j of the flattened nodes."""
-    per_graph = torch.tensor([j for i in range(m) for j in range(m) if j != i])
+    per_graph = torch.tensor([j for i in range(m) for j in range(m) if j != i], dtype=torch.long)
     return (torch.arange(b).unsqueeze(1) * m + per_graph.unsqueeze(0)).flatten()
 
 
@@ -136,9 +136,10 @@ class EnfDynamics(nn.Module):
 
     def forward_flat(self, t, x):
         b, m, _ = x.shape
-        if (b, m) not in self.neighbours:
-            self.neighbours[(b, m)] = flat_neighbours(b, m)
-        neighbours = self.neighbours[(b, m)]
+        key = (b, m, x.device)
+        if key not in self.neighbours:
+            self.neighbours[key] = flat_neighbours(b, m).to(x.device)
+        neighbours = self.neighbours[key]
         h = self.embedding(t.expand(b * m, 1).to(x.dtype))
         geometry = edge_geometry(x, neighbours)
         edge_attr = geometry[1]

@@ -64,7 +64,8 @@ enum Cmd {
     Bench(PassThrough),
     /// Time the solves of the ode_core benchmark with torchdiffeq 0.2.5 (the reference's solver):
     /// installs torchdiffeq, numpy and scipy next to the torch wheel once, then runs
-    /// `benches/torchdiffeq/compare.py [ARGS]...` (`--threads N`, `--repeats N`).
+    /// `benches/torchdiffeq/compare.py [ARGS]...` (`--threads N`, `--repeats N`, `--layout
+    /// flat|dense`, `--train-dw4 EPOCHS`).
     #[command(name = "bench-torchdiffeq", disable_help_flag = true)]
     BenchTorchdiffeq(PassThrough),
 }

@@ -21,6 +21,7 @@
 //! without padding no masking operation is needed at all.
 
 use crate::config::Aggregation;
+use crate::error::EgnnError;
 use crate::linear::{split_edge_input, Linear};
 use crate::masks::{flat_edge_differences, Masks};
 use tch::nn::{self, Module};
@@ -55,6 +56,8 @@ pub struct EquivariantConv {
     /// `Some(range)`: coordinate weights are `tanh(phi_x) * range`.
     coords_range: Option<f64>,
     aggregation: Aggregation,
+    hidden_nf: i64,
+    edge_attr_nf: i64,
 }
 
 impl EquivariantConv {
@@ -93,6 +96,8 @@ impl EquivariantConv {
             node_out: Linear::new(&node / "linear_out", hidden_nf, hidden_nf),
             coords_range,
             aggregation,
+            hidden_nf,
+            edge_attr_nf,
         }
     }
 
@@ -102,20 +107,20 @@ impl EquivariantConv {
     /// - `edge_attr [batch, nodes, nodes - 1, edge_attr_nf]` in the neighbour layout (the squared
     ///   distances of the ODE state for E-NF dynamics), or `None` when the layer was built with
     ///   `edge_attr_nf = 0`;
-    /// - `geometry`: the edge geometry of `x` ([`EdgeGeometry::new`]) if the caller already has
-    ///   it, or `None` to compute it here.
     ///
     /// Returns `(h', x')` of the same shapes; padded nodes keep zero features and their positions.
+    ///
+    /// Errors: [`EgnnError::Shape`] for inputs that do not fit each other, the masks or the layer.
     pub fn forward(
         &self,
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
-    ) -> (Tensor, Tensor) {
-        let (h, x, _) = self.forward_jvp(h, x, edge_attr, geometry, masks, &Tangents::default());
-        (h, x)
+    ) -> Result<(Tensor, Tensor), EgnnError> {
+        check_graph_inputs(h, self.hidden_nf, x, edge_attr, self.edge_attr_nf, masks)?;
+        let (h, x, _) = self.forward_jvp(h, x, edge_attr, None, masks, &Tangents::default());
+        Ok((h, x))
     }
 
     /// [`EquivariantConv::forward`] with forward-mode differentiation: also returns the
@@ -126,7 +131,8 @@ impl EquivariantConv {
     ///
     /// Returns `(h', x', tangents')`; `tangents'.edge_attr` is the input's (the attributes do not
     /// change between layers). `geometry`, when given, must be that of `x` with the tangent
-    /// `tangents.x` ([`EdgeGeometry::new`]).
+    /// `tangents.x` ([`EdgeGeometry::new`]): it is not checked (only the crate's own dynamics pass
+    /// one, built from the same `x` and tangent).
     ///
     /// Shapes are not checked here (a building block of [`crate::Egnn::forward_jvp`], which
     /// checks them and is the public entry point).
@@ -311,22 +317,26 @@ impl EquivariantConv {
 /// what every convolution computes from its input positions, and what the first may take from a
 /// caller that already has it (the E-NF dynamics, whose edge attributes are these squared
 /// distances), so it is computed, and differentiated, once.
+///
+/// Crate-internal: nothing checks that a geometry belongs to the positions it is passed with, so
+/// only the crate's own dynamics build one and pass it on.
 #[derive(Debug)]
-pub struct EdgeGeometry {
+pub(crate) struct EdgeGeometry {
     /// `x_i - x_j`, `[batch * nodes * (nodes - 1), dims]`.
-    pub diff: Tensor,
+    diff: Tensor,
     /// `||x_i - x_j||^2`, `[batch * nodes * (nodes - 1), 1]`.
-    pub radial: Tensor,
+    radial: Tensor,
     /// Tangent of `diff` (same shape), `None` where it is zero.
-    pub d_diff: Option<Tensor>,
+    d_diff: Option<Tensor>,
     /// Tangent of `radial`, `2 (x_i - x_j) . (dx_i - dx_j)` (same shape), `None` where it is zero.
-    pub d_radial: Option<Tensor>,
+    d_radial: Option<Tensor>,
 }
 
 impl EdgeGeometry {
     /// The edge geometry of positions `x [batch, nodes, dims]` fitting `masks`, with the tangent
-    /// `dx` (`x`'s shape) or none. Shapes are not checked here: the networks that take it do.
-    pub fn new(x: &Tensor, dx: Option<&Tensor>, masks: &Masks) -> Self {
+    /// `dx` (`x`'s shape) or none. Shapes are not checked here: the caller has checked `x`
+    /// against `masks` (as [`crate::EgnnDynamics`] does before building one).
+    pub(crate) fn new(x: &Tensor, dx: Option<&Tensor>, masks: &Masks) -> Self {
         let size = x.size();
         let rows = |t: &Tensor| t.reshape([size[0] * size[1], size[2]]);
         Self::of_rows(&rows(x), dx.map(rows).as_ref(), masks)
@@ -351,13 +361,59 @@ impl EdgeGeometry {
 
     /// The squared distances in the neighbour layout, `[batch, nodes, nodes - 1, 1]` (a view),
     /// as edge attributes; the second item is their tangent.
-    pub fn radial_neighbour_layout(&self, masks: &Masks) -> (Tensor, Option<Tensor>) {
+    pub(crate) fn radial_neighbour_layout(&self, masks: &Masks) -> (Tensor, Option<Tensor>) {
         let (b, m) = (masks.batch_size(), masks.n_nodes());
         let shape = [b, m, (m - 1).max(0), 1];
         (
             self.radial.view(shape),
             self.d_radial.as_ref().map(|d| d.view(shape)),
         )
+    }
+}
+
+/// Checks the inputs of a graph network: node features `h [batch, nodes, h_nf]`, positions `x
+/// [batch, nodes, dims]` fitting `masks`, and edge attributes `[batch, nodes, nodes - 1,
+/// edge_attr_nf]` (or none when `edge_attr_nf = 0`).
+///
+/// Errors: [`EgnnError::Shape`] naming the first input that does not fit.
+pub(crate) fn check_graph_inputs(
+    h: &Tensor,
+    h_nf: i64,
+    x: &Tensor,
+    edge_attr: Option<&Tensor>,
+    edge_attr_nf: i64,
+    masks: &Masks,
+) -> Result<(), EgnnError> {
+    let hs = h.size();
+    if hs.len() != 3 || hs[2] != h_nf {
+        return Err(EgnnError::Shape {
+            what: "node features",
+            expected: format!("[batch, nodes, {h_nf}]"),
+            got: hs,
+        });
+    }
+    let xs = x.size();
+    if xs.len() != 3 || xs[..2] != hs[..2] {
+        return Err(EgnnError::Shape {
+            what: "positions",
+            expected: format!("[{}, {}, dims]", hs[0], hs[1]),
+            got: xs,
+        });
+    }
+    masks.check_fits(x)?;
+    let expected = [xs[0], xs[1], (xs[1] - 1).max(0), edge_attr_nf];
+    match edge_attr {
+        None if edge_attr_nf == 0 => Ok(()),
+        Some(a) if edge_attr_nf > 0 && a.size() == expected => Ok(()),
+        a => Err(EgnnError::Shape {
+            what: "edge attributes",
+            expected: if edge_attr_nf == 0 {
+                "none (the network takes no edge attributes)".into()
+            } else {
+                format!("{expected:?}")
+            },
+            got: a.map(Tensor::size).unwrap_or_default(),
+        }),
     }
 }
 
@@ -396,4 +452,83 @@ pub(crate) fn silu_jvp(z: &Tensor, dz: Option<Tensor>) -> (Tensor, Option<Tensor
         }
     });
     (z.silu(), dy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn::VarStore, Device, Kind};
+
+    const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
+
+    /// A padded batch of three graphs (4, 2 and 3 real nodes of 4) and a layer with attention,
+    /// tanh and one edge attribute, all in f64.
+    fn padded_case() -> (VarStore, EquivariantConv, Tensor, Tensor, Tensor, Masks) {
+        tch::manual_seed(3);
+        let vs = VarStore::new(Device::Cpu);
+        let conv = EquivariantConv::new(vs.root(), 5, 1, true, Some(2.0), Aggregation::Sum);
+        let mut vs = vs;
+        vs.set_kind(Kind::Double);
+        tch::no_grad(|| {
+            for (_, mut v) in vs.variables() {
+                v.copy_(&(Tensor::randn(v.size(), F64) * 0.5));
+            }
+        });
+        let node = Tensor::from_slice(&[1.0, 1., 1., 1., 1., 1., 0., 0., 1., 1., 1., 0.])
+            .view([3, 4])
+            .to_kind(Kind::Double);
+        let masks = Masks::from_node_mask(&node);
+        let h = Tensor::randn([3, 4, 5], F64) * node.unsqueeze(-1);
+        let x = Tensor::randn([3, 4, 2], F64) * node.unsqueeze(-1);
+        let attr = Tensor::randn([3, 4, 3, 1], F64) * &masks.edge;
+        (vs, conv, h, x, attr, masks)
+    }
+
+    #[test]
+    fn a_passed_edge_geometry_gives_what_the_layer_computes_itself() {
+        let (_vs, conv, h, x, attr, masks) = padded_case();
+        let dx = Tensor::randn([3, 4, 2], F64);
+        let tangents = || Tangents {
+            h: Some(Tensor::randn([3, 4, 5], F64)),
+            x: Some(dx.shallow_clone()),
+            edge_attr: None,
+        };
+        tch::manual_seed(9);
+        let t1 = tangents();
+        tch::manual_seed(9);
+        let t2 = tangents();
+        let geometry = EdgeGeometry::new(&x, Some(&dx), &masks);
+        let (h1, x1, d1) = conv.forward_jvp(&h, &x, Some(&attr), None, &masks, &t1);
+        let (h2, x2, d2) = conv.forward_jvp(&h, &x, Some(&attr), Some(&geometry), &masks, &t2);
+        let max = |a: &Tensor, b: &Tensor| f64::try_from((a - b).abs().max()).unwrap();
+        assert_eq!(max(&h1, &h2), 0.0);
+        assert_eq!(max(&x1, &x2), 0.0);
+        assert_eq!(max(d1.h.as_ref().unwrap(), d2.h.as_ref().unwrap()), 0.0);
+        assert_eq!(max(d1.x.as_ref().unwrap(), d2.x.as_ref().unwrap()), 0.0);
+        // Padded nodes keep zero features and their positions.
+        let pad = masks.node.eq(0.0).unsqueeze(-1);
+        assert_eq!(
+            f64::try_from(h1.masked_select(&pad).abs().sum(Kind::Double)).unwrap(),
+            0.0
+        );
+        assert_eq!(max(&x1.masked_select(&pad), &x.masked_select(&pad)), 0.0);
+    }
+
+    #[test]
+    fn inputs_that_do_not_fit_are_typed_errors() {
+        let (_vs, conv, h, x, attr, masks) = padded_case();
+        assert!(conv.forward(&h, &x, Some(&attr), &masks).is_ok());
+        let other_batch = Masks::full(2, 4, Kind::Double, Device::Cpu);
+        let wrong_attr = Tensor::zeros([3, 4, 4, 1], F64);
+        let cases = [
+            conv.forward(&h, &x, Some(&attr), &other_batch),
+            conv.forward(&h, &x, Some(&wrong_attr), &masks),
+            conv.forward(&h, &x, None, &masks),
+            conv.forward(&h.narrow(2, 0, 4), &x, Some(&attr), &masks),
+            conv.forward(&h, &x.narrow(1, 0, 3), Some(&attr), &masks),
+        ];
+        for result in cases {
+            assert!(matches!(result, Err(EgnnError::Shape { .. })), "{result:?}");
+        }
+    }
 }

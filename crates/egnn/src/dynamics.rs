@@ -198,10 +198,15 @@ impl Dynamics for EgnnDynamics {
         let node_input = self.node_input(t, x, h)?;
         let geometry = EdgeGeometry::new(x, None, masks);
         let (edge_attr, _) = geometry.radial_neighbour_layout(masks);
-        let (h_out, x_out) =
-            self.egnn
-                .forward(&node_input, x, Some(&edge_attr), Some(&geometry), masks)?;
-        self.output(x, &h_out, &x_out, masks)
+        let out = self.egnn.forward_jvp_with_geometry(
+            &node_input,
+            x,
+            Some(&edge_attr),
+            Some(&geometry),
+            masks,
+            &Tangents::default(),
+        )?;
+        self.output(x, &out.h, &out.x, masks)
     }
 
     fn velocity_jvp(
@@ -288,7 +293,7 @@ impl EgnnDynamics {
             x: Some(dx.shallow_clone()),
             edge_attr: d_edge_attr,
         };
-        let out = self.egnn.forward_jvp(
+        let out = self.egnn.forward_jvp_with_geometry(
             &node_input,
             x,
             Some(&edge_attr),

@@ -3,7 +3,8 @@
 //!
 //! Everything is batched and dense over the fully connected graph: positions `[batch, nodes, dims]`,
 //! features `[batch, nodes, nf]`, messages `[batch, nodes, nodes - 1, hidden_nf]` (each node's
-//! neighbours, see [`Masks`]), with node and edge masks
+//! neighbours, see [`Masks`]; inside a convolution flattened to `[batch * nodes * (nodes - 1),
+//! hidden_nf]`, see [`conv`]), with node and edge masks
 //! for padded batches. Parameters live in a tch `VarStore` under the path the caller gives.
 //!
 //! - [`linear`]: fully connected layers initialised as PyTorch initialises `nn.Linear`.
@@ -30,7 +31,7 @@ pub mod simple;
 pub mod testing;
 
 pub use config::{Aggregation, EgnnConfig};
-pub use conv::{EdgeGeometry, EquivariantConv, Tangents};
+pub use conv::{EquivariantConv, Tangents};
 pub use dynamics::{Dynamics, EgnnDynamics, Velocity};
 pub use error::EgnnError;
 pub use gnn::{GnnDynamics, GraphConv};

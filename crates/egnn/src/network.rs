@@ -1,7 +1,7 @@
 //! The EGNN: a feature embedding, `n_layers` equivariant convolutions, and an output embedding.
 
 use crate::config::EgnnConfig;
-use crate::conv::{EdgeGeometry, EquivariantConv, Tangents};
+use crate::conv::{check_graph_inputs, EdgeGeometry, EquivariantConv, Tangents};
 use crate::error::EgnnError;
 use crate::linear::Linear;
 use crate::masks::Masks;
@@ -31,6 +31,7 @@ pub struct Egnn {
     layers: Vec<EquivariantConv>,
     embedding_out: Linear,
     in_node_nf: i64,
+    edge_attr_nf: i64,
 }
 
 impl Egnn {
@@ -65,42 +66,55 @@ impl Egnn {
             layers,
             embedding_out: Linear::new(&path / "embedding_out", config.hidden_nf, out_node_nf),
             in_node_nf,
+            edge_attr_nf,
         })
     }
 
     /// Runs the network. `h [batch, nodes, in_node_nf]`, `x [batch, nodes, dims]`, `edge_attr
-    /// [batch, nodes, nodes - 1, edge_attr_nf]` (neighbour layout of [`Masks`]) or `None`.
-    /// `geometry`: the edge geometry of `x` ([`EdgeGeometry::new`]) if the caller already has it
-    /// (the first layer then uses it instead of computing it again), or `None`.
+    /// [batch, nodes, nodes - 1, edge_attr_nf]` (neighbour layout of [`Masks`]) or `None` for a
+    /// network built with `edge_attr_nf = 0`.
     ///
     /// Returns `(h_out [batch, nodes, out_node_nf], x_out [batch, nodes, dims])`; padded nodes have
     /// zero output features.
     ///
-    /// Errors: [`EgnnError::Shape`] if `h`'s last dimension is not `in_node_nf` or ranks are wrong.
+    /// Errors: [`EgnnError::Shape`] if `h`'s last dimension is not `in_node_nf`, ranks are wrong,
+    /// `x` does not fit `masks` or the edge attributes do not fit the graph or the network.
     pub fn forward(
         &self,
         h: &Tensor,
         x: &Tensor,
         edge_attr: Option<&Tensor>,
-        geometry: Option<&EdgeGeometry>,
         masks: &Masks,
     ) -> Result<(Tensor, Tensor), EgnnError> {
-        let out = self.forward_jvp(h, x, edge_attr, geometry, masks, &Tangents::default())?;
+        let out = self.forward_jvp(h, x, edge_attr, masks, &Tangents::default())?;
         Ok((out.h, out.x))
     }
 
     /// [`Egnn::forward`] with forward-mode differentiation: also returns the directional
     /// derivative of `(h_out, x_out)` along `tangents` of the inputs (`h` `[batch, nodes,
     /// in_node_nf]`, `x`, `edge_attr`, shaped as they are; `None` is a zero tangent), computed
-    /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]). `geometry`, when
-    /// given, must be that of `x` with the tangent `tangents.x`.
+    /// layer by layer beside the forward pass ([`EquivariantConv::forward_jvp`]).
     ///
     /// Returns the outputs and their tangents ([`JvpOutput`]).
     ///
     /// Errors: as [`Egnn::forward`]; [`EgnnError::Shape`] for a tangent shaped unlike its input.
+    pub fn forward_jvp(
+        &self,
+        h: &Tensor,
+        x: &Tensor,
+        edge_attr: Option<&Tensor>,
+        masks: &Masks,
+        tangents: &Tangents,
+    ) -> Result<JvpOutput, EgnnError> {
+        self.forward_jvp_with_geometry(h, x, edge_attr, None, masks, tangents)
+    }
+
+    /// [`Egnn::forward_jvp`] whose first layer takes the edge geometry of `x` (with the tangent
+    /// `tangents.x`) from the caller instead of computing it again: the E-NF dynamics compute it
+    /// for the edge attributes. Not checked against `x` (see [`EdgeGeometry`]).
     // `h = h * mask` on purpose: `*=` would be libtorch's in-place op inside an autograd graph.
     #[allow(clippy::assign_op_pattern)]
-    pub fn forward_jvp(
+    pub(crate) fn forward_jvp_with_geometry(
         &self,
         h: &Tensor,
         x: &Tensor,
@@ -109,7 +123,7 @@ impl Egnn {
         masks: &Masks,
         tangents: &Tangents,
     ) -> Result<JvpOutput, EgnnError> {
-        self.check_inputs(h, x)?;
+        check_graph_inputs(h, self.in_node_nf, x, edge_attr, self.edge_attr_nf, masks)?;
         let pairs = [
             ("node feature tangent", tangents.h.as_ref(), Some(h)),
             ("position tangent", tangents.x.as_ref(), Some(x)),
@@ -159,25 +173,5 @@ impl Egnn {
             dh,
             dx: tan.x,
         })
-    }
-
-    fn check_inputs(&self, h: &Tensor, x: &Tensor) -> Result<(), EgnnError> {
-        let hs = h.size();
-        if hs.len() != 3 || hs[2] != self.in_node_nf {
-            return Err(EgnnError::Shape {
-                what: "node features",
-                expected: format!("[batch, nodes, {}]", self.in_node_nf),
-                got: hs,
-            });
-        }
-        let xs = x.size();
-        if xs.len() != 3 || xs[..2] != hs[..2] {
-            return Err(EgnnError::Shape {
-                what: "positions",
-                expected: format!("[{}, {}, dims]", hs[0], hs[1]),
-                got: xs,
-            });
-        }
-        Ok(())
     }
 }

@@ -26,7 +26,7 @@ fn conv_matches_the_per_edge_equations() {
     let x = Tensor::randn([1, m, n], F64) * 2.0;
     let masks = Masks::full(1, m, Kind::Double, Device::Cpu);
     let attr = neighbour_sq_distances(&x, &masks.neighbours);
-    let (h_new, x_new) = conv.forward(&h, &x, Some(&attr), None, &masks);
+    let (h_new, x_new) = conv.forward(&h, &x, Some(&attr), &masks).unwrap();
 
     let lin = |name: &str, v: &Tensor| {
         let y = p(&format!("{name}.weight")).matmul(v);

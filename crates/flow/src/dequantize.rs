@@ -200,7 +200,7 @@ impl Dequantizer {
             return Ok(Dequantized { v, log_q });
         };
         let nf = self.n_categories + self.n_integers;
-        let (out, _) = net.forward(&h, &(x * &mask), None, None, masks)?;
+        let (out, _) = net.forward(&h, &(x * &mask), None, masks)?;
         let mu = out.narrow(-1, 0, nf);
         let log_sigma = out.narrow(-1, nf, nf);
         let eps = noise.to_kind(kind) * &mask;
