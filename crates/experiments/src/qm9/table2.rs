@@ -125,6 +125,48 @@ impl BaselineProtocol {
         n_test: Some(500),
     };
 
+    /// Checks the protocol before anything is trained: at least one epoch, layer, feature and
+    /// molecule per batch, a finite positive learning rate, and no subset of zero molecules
+    /// (training, validation or test).
+    ///
+    /// Errors: [`ExperimentError::Config`] naming the field (`baseline_protocol.n_test`, ...).
+    pub fn validate(&self) -> Result<(), ExperimentError> {
+        let refuse = |field: &str, message: &str| {
+            Err(ExperimentError::Config {
+                key: format!("baseline_protocol.{field}"),
+                message: message.into(),
+            })
+        };
+        let counts = [
+            ("epochs", self.epochs as i64),
+            ("batch_size", self.batch_size as i64),
+            ("n_layers", self.n_layers),
+            ("hidden_nf", self.hidden_nf),
+        ];
+        for (field, value) in counts {
+            if value < 1 {
+                return refuse(field, &format!("must be >= 1, got {value}"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return refuse("lr", &format!("must be finite and > 0, got {}", self.lr));
+        }
+        let subsets = [
+            ("n_train", self.n_train),
+            ("n_val", self.n_val),
+            ("n_test", self.n_test),
+        ];
+        for (field, n) in subsets {
+            if n == Some(0) {
+                return refuse(
+                    field,
+                    "a subset of 0 molecules (leave it out for all of them)",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The validated run of `method` with this protocol (argmax + variational dequantization
     /// and ActNorm as the E-NF, ODE regulariser 1e-3, adaptive gradient clipping).
     pub fn run_config(&self, method: FlowMethod, seed: u64, tol: f64) -> ValidatedRunConfig {
@@ -390,6 +432,14 @@ impl Table2 {
 /// Errors: data, checkpoint and evaluation errors.
 pub fn reproduce_table2(options: &Table2Options) -> Result<Table2, ExperimentError> {
     let start = Instant::now();
+    // Every check before any work: a bad baseline protocol or method would otherwise surface
+    // only after the E-NF's evaluation and a baseline's training.
+    if !options.baselines.is_empty() {
+        options.baseline_protocol.validate()?;
+    }
+    for &method in &options.baselines {
+        check_baseline(method)?;
+    }
     let ds = ensure_qm9(&options.data, None)?;
     let nodes = training_node_counts(&ds)?;
     let model = load_pretrained(
@@ -577,6 +627,22 @@ fn write_samples(
     Ok(finite)
 }
 
+/// Refuses a method that is not one of Table 2's baselines (GNF-att, GNF-att-aug).
+///
+/// Errors: [`ExperimentError::Config`] with key `baselines`.
+fn check_baseline(method: FlowMethod) -> Result<(), ExperimentError> {
+    if matches!(method, FlowMethod::GnfAtt | FlowMethod::GnfAttAug) {
+        return Ok(());
+    }
+    Err(ExperimentError::Config {
+        key: "baselines".into(),
+        message: format!(
+            "Table 2's baselines are gnf_att and gnf_att_aug, not {}",
+            method.name()
+        ),
+    })
+}
+
 /// Trains (or resumes, or reads back) `method` with `options.baseline_protocol` in
 /// `<out_dir>/table2/<method>-<profile>-tol<tol>-seed<seed>/`, then evaluates its best-validation
 /// parameters: the NLL of a seeded subset of test molecules (its journal at `journal(n)` for
@@ -592,15 +658,7 @@ fn train_and_evaluate_baseline(
     journal: &dyn Fn(usize) -> PathBuf,
     bar: &dyn Fn(usize, &str) -> indicatif::ProgressBar,
 ) -> Result<BaselineResult, ExperimentError> {
-    if !matches!(method, FlowMethod::GnfAtt | FlowMethod::GnfAttAug) {
-        return Err(ExperimentError::Config {
-            key: "baselines".into(),
-            message: format!(
-                "Table 2's baselines are gnf_att and gnf_att_aug, not {}",
-                method.name()
-            ),
-        });
-    }
+    check_baseline(method)?;
     let protocol = options.baseline_protocol;
     let config = protocol.run_config(method, options.seed, options.tol);
     let run_dir = options.out_dir.join("table2").join(format!(
@@ -674,4 +732,70 @@ fn train_and_evaluate_baseline(
         nll,
         samples,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_key(protocol: BaselineProtocol) -> String {
+        match protocol.validate() {
+            Err(ExperimentError::Config { key, .. }) => key,
+            other => panic!("expected a Config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn baseline_protocols_are_checked_before_training() {
+        BaselineProtocol::FULL.validate().unwrap();
+        BaselineProtocol::DEFAULT.validate().unwrap();
+        let p = BaselineProtocol::DEFAULT;
+        let cases = [
+            (
+                BaselineProtocol {
+                    n_test: Some(0),
+                    ..p
+                },
+                "baseline_protocol.n_test",
+            ),
+            (
+                BaselineProtocol {
+                    n_val: Some(0),
+                    ..p
+                },
+                "baseline_protocol.n_val",
+            ),
+            (
+                BaselineProtocol {
+                    n_train: Some(0),
+                    ..p
+                },
+                "baseline_protocol.n_train",
+            ),
+            (
+                BaselineProtocol { epochs: 0, ..p },
+                "baseline_protocol.epochs",
+            ),
+            (
+                BaselineProtocol { batch_size: 0, ..p },
+                "baseline_protocol.batch_size",
+            ),
+            (
+                BaselineProtocol { hidden_nf: 0, ..p },
+                "baseline_protocol.hidden_nf",
+            ),
+            (
+                BaselineProtocol { lr: f64::NAN, ..p },
+                "baseline_protocol.lr",
+            ),
+        ];
+        for (protocol, key) in cases {
+            assert_eq!(refused_key(protocol), key);
+        }
+        assert!(check_baseline(FlowMethod::GnfAtt).is_ok());
+        assert!(matches!(
+            check_baseline(FlowMethod::Enf),
+            Err(ExperimentError::Config { key, .. }) if key == "baselines"
+        ));
+    }
 }
