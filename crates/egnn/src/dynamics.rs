@@ -196,16 +196,7 @@ impl Dynamics for EgnnDynamics {
         let size = check_positions(x, masks)?;
         check_features(h, self.node_nf, &size, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;
-        let geometry = EdgeGeometry::new(x, None, masks);
-        let (edge_attr, _) = geometry.radial_neighbour_layout(masks);
-        let out = self.egnn.forward_jvp_with_geometry(
-            &node_input,
-            x,
-            Some(&edge_attr),
-            Some(&geometry),
-            masks,
-            &Tangents::default(),
-        )?;
+        let out = self.egnn_pass(&node_input, None, x, None, masks)?;
         self.output(x, &out.h, &out.x, masks)
     }
 
@@ -236,6 +227,33 @@ impl EgnnDynamics {
         let vx = geometry::centre(&(x_out - x), node_mask)?;
         let vh = (self.node_nf > 0).then(|| h_out.narrow(-1, 0, self.node_nf));
         Ok(Velocity { x: vx, h: vh })
+    }
+
+    /// The EGNN on `node_input` and `x` (with tangents `d_node_input`, `dx`, or none), its edge
+    /// attributes the squared distances of `x`, whose edge geometry the first layer reuses.
+    fn egnn_pass(
+        &self,
+        node_input: &Tensor,
+        d_node_input: Option<Tensor>,
+        x: &Tensor,
+        dx: Option<&Tensor>,
+        masks: &Masks,
+    ) -> Result<crate::network::JvpOutput, EgnnError> {
+        let geometry = EdgeGeometry::new(x, dx, masks);
+        let (edge_attr, d_edge_attr) = geometry.radial_neighbour_layout(masks);
+        let tangents = Tangents {
+            h: d_node_input,
+            x: dx.map(Tensor::shallow_clone),
+            edge_attr: d_edge_attr,
+        };
+        self.egnn.forward_jvp_with_geometry(
+            node_input,
+            x,
+            Some(&edge_attr),
+            Some(&geometry),
+            masks,
+            &tangents,
+        )
     }
 
     /// [`Dynamics::velocity_jvp`]: the EGNN's forward pass with tangents
@@ -286,21 +304,7 @@ impl EgnnDynamics {
                 dh.shallow_clone()
             }
         });
-        let geometry = EdgeGeometry::new(x, Some(dx), masks);
-        let (edge_attr, d_edge_attr) = geometry.radial_neighbour_layout(masks);
-        let tangents = Tangents {
-            h: d_node_input,
-            x: Some(dx.shallow_clone()),
-            edge_attr: d_edge_attr,
-        };
-        let out = self.egnn.forward_jvp_with_geometry(
-            &node_input,
-            x,
-            Some(&edge_attr),
-            Some(&geometry),
-            masks,
-            &tangents,
-        )?;
+        let out = self.egnn_pass(&node_input, d_node_input, x, Some(dx), masks)?;
         let v = self.output(x, &out.h, &out.x, masks)?;
         let dh_out = out.dh.unwrap_or_else(|| out.h.zeros_like());
         let dx_out = out.dx.unwrap_or_else(|| out.x.zeros_like());
