@@ -2,8 +2,9 @@
 //! one training step (Hutchinson trace, backpropagation through the solver, AdamW) and one forward
 //! solve without gradients, whose trace is computed both ways: `jvp` from the dynamics'
 //! forward-mode derivative (`J eps`, `J e_k`; the default), `vjp` from autograd's vector-Jacobian
-//! products (the reference's way, `Cnf::forward_mode_trace = false`). The NFE of each are printed
-//! once before timing.
+//! products (the reference's way, `Cnf::forward_mode_trace = false`). Training steps run with one
+//! and two workers in the default mode (no suffix) and with one worker by the vector-Jacobian
+//! product (suffix `_vjp`). The NFE of each are printed once before timing.
 
 // criterion_group! defines an undocumented public function.
 #![allow(missing_docs)]
@@ -22,9 +23,9 @@ fn dw4(c: &mut Criterion) {
         let (config, mut model) = dw4_model();
         model.flow.forward_mode_trace = forward_mode_trace;
         let (mut opt, restore) = optimiser_with_reset(&model);
-        // Training steps backpropagate through the solver, which uses the vector-Jacobian
-        // product in both modes: time them once.
-        for workers in [1, 2].into_iter().filter(|_| forward_mode_trace) {
+        let workers: &[usize] = if forward_mode_trace { &[1, 2] } else { &[1] };
+        let suffix = if forward_mode_trace { "" } else { "_vjp" };
+        for &workers in workers {
             let mut config = config.clone();
             config.training.workers = workers;
             let mut step = || {
@@ -32,9 +33,11 @@ fn dw4(c: &mut Criterion) {
                 train_step(&model, &mut opt, &batch, &config)
             };
             let (_, nfe) = step();
-            eprintln!("DW4 training step, {workers} worker(s): {nfe} NFE per shard's solve");
+            eprintln!(
+                "DW4 training step ({mode} trace), {workers} worker(s): {nfe} NFE per shard's solve"
+            );
             group.bench_function(
-                format!("training_step_batch100_hutchinson_{workers}_workers"),
+                format!("training_step_batch100_hutchinson_{workers}_workers{suffix}"),
                 |b| b.iter(&mut step),
             );
         }

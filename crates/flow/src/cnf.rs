@@ -80,18 +80,18 @@ pub struct Cnf<D> {
     pub prior: CentredGaussian,
     /// Compute the trace from the dynamics' forward-mode derivative ([`Dynamics::velocity_jvp`])
     /// when they have one (default `true`): Hutchinson's estimate from `J eps`, the exact trace
-    /// from `J e_k` for every unit vector. This applies to the solves that do not backpropagate
-    /// through the solver: evaluation ([`GradientMode::NoGrad`]), which then builds no autograd
-    /// graph at all, and both solves of the adjoint method (Hutchinson's estimate only). The
-    /// values are those of autograd's vector-Jacobian products `eps^T J` (the reference's way),
-    /// up to round-off. Measured on the
-    /// paper's models, batch 100, one thread, means of two runs (docs/results/ode-benchmarks.md):
-    /// DW4 forward solve 77 against 120 ms, LJ13 778 against 872 ms; the adjoint training step
-    /// changes within the run-to-run noise. Backpropagation through the solver always uses the
-    /// vector-Jacobian product: differentiating the forward-mode pass keeps more intermediate
-    /// tensors for the backward pass, and an LJ13 step took 7.6 against 4.6 s. `false`: the
-    /// vector-Jacobian product everywhere. The ODE regulariser always uses `eps^T J` (its
-    /// Frobenius term).
+    /// from `J e_k` for every unit vector. The values are those of autograd's vector-Jacobian
+    /// products `eps^T J` (the reference's way), up to round-off, and so are their gradients.
+    /// This applies to every solve with Hutchinson's estimate and to the exact trace without
+    /// gradients: evaluation ([`GradientMode::NoGrad`]) then builds no autograd graph at all;
+    /// backpropagation through the solver ([`GradientMode::Backprop`]) differentiates the
+    /// forward-mode pass once, instead of differentiating a vector-Jacobian product taken with a
+    /// graph (a second backward pass); both solves of the adjoint method use it too. Measured
+    /// (docs/results/ode-benchmarks.md, batch 100, one thread): DW4 forward solve 77 against 120
+    /// ms, LJ13 778 against 872 ms; backprop training step at initialisation DW4 154 against 166
+    /// ms, LJ13 1.30 against 1.46 s (about 3-10% more peak memory); the adjoint step changes
+    /// within the run-to-run noise. `false`: the vector-Jacobian product everywhere. The exact
+    /// trace under backprop and the ODE regulariser (its Frobenius term) always use `eps^T J`.
     pub forward_mode_trace: bool,
 }
 
@@ -683,7 +683,7 @@ impl<D: Dynamics> Cnf<D> {
             trace,
             create_graph,
             regularise: false,
-            forward_mode: self.forward_mode_trace && !create_graph,
+            forward_mode: self.forward_mode_trace,
             layout: StateLayout {
                 n_dims: size[2],
                 features: h.is_some(),

@@ -1,9 +1,10 @@
 //! The trace by forward mode (`J eps` for Hutchinson, `J e_k` for the exact trace; the default
 //! where it applies) and by reverse mode (`eps^T J`, `Cnf::forward_mode_trace = false`) give the
 //! same flow, in f64 with fixed probes: the same log-likelihood and solver steps without
-//! gradients (Hutchinson's and the exact trace), and the same gradients by the adjoint method
-//! with Hutchinson's trace (whose backward solve differentiates the forward-mode pass), for a
-//! particle system and for a padded batch with node features. A counting wrapper checks that
+//! gradients (Hutchinson's and the exact trace), and the same gradients with Hutchinson's trace
+//! by backpropagation through the solver (which then differentiates the forward-mode pass) and by
+//! the adjoint method (whose backward solve does), for a particle system and for a padded batch
+//! with node features. A counting wrapper checks that
 //! each mode really took its path.
 
 use egnn::testing::randomise_parameters;
@@ -62,6 +63,8 @@ struct Outcome {
     adjoint_ll: Tensor,
     grads: Vec<Tensor>,
     backward_nfe: usize,
+    backprop_ll: Tensor,
+    backprop_grads: Vec<Tensor>,
 }
 
 fn outcome(
@@ -92,6 +95,25 @@ fn outcome(
     let params: Vec<Tensor> = named.into_iter().map(|(_, t)| t).collect();
     // Weights of both signs, so that no cancellation hides a wrong cotangent.
     let w = Tensor::from_slice(&[1.0f64, 0.5, -0.25]);
+    // Backpropagation through the solver steps, with respect to the positions and parameters.
+    let x_leaf = x.detach().set_requires_grad(true);
+    let (backprop_ll, _) = match h {
+        None => {
+            cnf.log_likelihood_with_probes(&x_leaf, masks, hutchinson(), GradientMode::Backprop)
+        }
+        Some(h) => {
+            cnf.log_likelihood_features(&x_leaf, h, masks, hutchinson(), GradientMode::Backprop)
+        }
+    }
+    .unwrap();
+    let mut inputs = vec![&x_leaf];
+    inputs.extend(&params);
+    let backprop_grads = Tensor::run_backward(
+        &[(&backprop_ll * &w).sum(Kind::Double)],
+        &inputs,
+        false,
+        false,
+    );
     let adj = match h {
         None => cnf.log_likelihood_adjoint(x, masks, hutchinson(), &params, |ll| {
             (ll * &w).sum(Kind::Double)
@@ -122,6 +144,8 @@ fn outcome(
         adjoint_ll: adj.log_likelihood,
         grads,
         backward_nfe: adj.backward.nfe,
+        backprop_ll: backprop_ll.detach(),
+        backprop_grads,
     }
 }
 
@@ -150,6 +174,17 @@ fn assert_same(
     for (i, (a, b)) in f.grads.iter().zip(&r.grads).enumerate() {
         let e = rel(a, b);
         assert!(e < 1e-10, "gradient {i}: {e:e}");
+    }
+    let e = rel(&f.backprop_ll, &r.backprop_ll);
+    assert!(e < 1e-10, "backprop's log-likelihood: {e:e}");
+    assert_eq!(f.backprop_grads.len(), f.grads.len());
+    for (i, (a, b)) in f.backprop_grads.iter().zip(&r.backprop_grads).enumerate() {
+        // A parameter the loss does not reach (none here) has no gradient in either mode.
+        assert_eq!(a.defined(), b.defined(), "backprop gradient {i}");
+        if a.defined() {
+            let e = rel(a, b);
+            assert!(e < 1e-10, "backprop gradient {i}: {e:e}");
+        }
     }
     let scale = f.grads[0].abs().max().double_value(&[]);
     assert!(scale > 1e-3, "trivial gradient {scale}");
