@@ -439,19 +439,22 @@ pub(crate) fn add_tangents(a: Option<Tensor>, b: Option<Tensor>) -> Option<Tenso
 }
 
 /// SiLU of `z` and its tangent `silu'(z) dz`, `silu'(z) = s (1 + z (1 - s))` with `s =
-/// sigmoid(z)`. Outside an autograd graph this is libtorch's fused `silu_backward`; inside one it
-/// is built from differentiable operations (libtorch 2.13 raises "derivative for
-/// aten::silu_backward is not implemented" when asked to differentiate the fused one).
+/// sigmoid(z)`. Outside an autograd graph this is libtorch's fused `silu` and `silu_backward`;
+/// inside one (libtorch 2.13 raises "derivative for aten::silu_backward is not implemented" when
+/// asked to differentiate the fused one) it is built from five differentiable operations, with
+/// `y = silu(z) = z s`: `silu'(z) = s + s (z - y)` (the velocity stays bit-identical to the one
+/// without tangents).
 pub(crate) fn silu_jvp(z: &Tensor, dz: Option<Tensor>) -> (Tensor, Option<Tensor>) {
-    let dy = dz.map(|dz| {
-        if z.requires_grad() || dz.requires_grad() {
+    match dz {
+        Some(dz) if z.requires_grad() || dz.requires_grad() => {
             let s = z.sigmoid();
-            dz * (&s * (z * (1.0 - &s) + 1.0))
-        } else {
-            z.silu_backward(&dz)
+            let y = z.silu();
+            let slope = s.addcmul(&s, &(z - &y));
+            (y, Some(dz * slope))
         }
-    });
-    (z.silu(), dy)
+        Some(dz) => (z.silu(), Some(z.silu_backward(&dz))),
+        None => (z.silu(), None),
+    }
 }
 
 #[cfg(test)]
