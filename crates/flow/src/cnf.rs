@@ -87,11 +87,12 @@ pub struct Cnf<D> {
     /// backpropagation through the solver ([`GradientMode::Backprop`]) differentiates the
     /// forward-mode pass once, instead of differentiating a vector-Jacobian product taken with a
     /// graph (a second backward pass); both solves of the adjoint method use it too. Measured
-    /// (docs/results/ode-benchmarks.md, batch 100, one thread): DW4 forward solve 77 against 120
-    /// ms, LJ13 778 against 872 ms; backprop training step at initialisation DW4 154 against 166
-    /// ms, LJ13 1.30 against 1.46 s (about 3-10% more peak memory); the adjoint step changes
-    /// within the run-to-run noise. `false`: the vector-Jacobian product everywhere. The exact
-    /// trace under backprop and the ODE regulariser (its Frobenius term) always use `eps^T J`.
+    /// (docs/results/ode-benchmarks.md, tenth session; batch 100, one thread, means of two runs,
+    /// forward against reverse mode): DW4 forward solve 26 against 37 ms, LJ13 246 against 283
+    /// ms; backprop training step DW4 119 against 141 ms, LJ13 1.13 against 1.36 s; adjoint step
+    /// DW4 195 against 237 ms, LJ13 2.70 against 3.11 s; peak memory within 10% either way.
+    /// `false`: the vector-Jacobian product everywhere. The exact trace under backprop and the
+    /// ODE regulariser (its Frobenius term) always use `eps^T J`.
     pub forward_mode_trace: bool,
 }
 
