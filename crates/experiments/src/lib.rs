@@ -13,6 +13,7 @@ pub mod optim;
 pub mod parallel;
 pub mod qm9;
 pub mod results;
+pub mod run_lock;
 pub mod table1;
 pub mod table3;
 pub mod train;

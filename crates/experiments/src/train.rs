@@ -12,7 +12,9 @@
 //! from `last.safetensors`: at most the interrupted epoch is lost, and since batch order, trace
 //! probes and augmentations are seeded per epoch and step, the resumed run computes what the
 //! uninterrupted one would have. A checkpoint that cannot be read (truncated, corrupt, from
-//! another model) is reported and the run restarts from epoch 1.
+//! another model) is reported and the run restarts from epoch 1. While a run trains, its
+//! directory is locked (`.lock`, [`crate::run_lock`]): a second process asked to train it is
+//! refused instead of interleaving its metrics and checkpoints with the first's.
 
 use crate::checkpoint;
 use crate::clip::GradientClipper;
@@ -311,7 +313,8 @@ pub fn test_seed(training: &TrainingConfig) -> i64 {
 /// documentation).
 ///
 /// Errors: configuration, data, solver and I/O errors, each naming what failed; a `run_dir`
-/// holding another configuration ([`ExperimentError::Config`], nothing is touched). Files
+/// holding another configuration ([`ExperimentError::Config`], nothing is touched) or being
+/// trained by another process ([`ExperimentError::Config`], see [`crate::run_lock`]). Files
 /// already written stay intact.
 pub fn train(
     config: &RunConfig,
@@ -328,6 +331,8 @@ pub fn train(
     }
     let device = t.device.device()?;
     std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
+    // Held until the run returns: no second process trains this directory meanwhile.
+    let _lock = crate::run_lock::lock_run_dir(run_dir)?;
     let config_path = run_dir.join(files::CONFIG);
     if config_path.exists() {
         // Never mix two runs in one directory.

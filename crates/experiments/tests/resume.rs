@@ -1,6 +1,7 @@
 //! Interrupted runs: a training process killed mid-epoch and run again resumes from its last
 //! checkpoint and ends with the result the uninterrupted run gets; an unreadable checkpoint is
-//! reported and the run restarts from epoch 1.
+//! reported and the run restarts from epoch 1; a directory another process is training is
+//! refused without being touched.
 
 use datasets::{ParticleDataset, System};
 use experiments::train::{files, train};
@@ -182,6 +183,26 @@ fn a_directory_of_another_run_is_refused_untouched() {
         RunConfig::from_file(&run_dir.join(files::CONFIG)).unwrap(),
         other
     );
+}
+
+#[test]
+fn a_directory_another_process_is_training_is_refused_untouched() {
+    // Trains: holds the global RNG like the other training tests.
+    let _rng = geometry::testing::seeded(3);
+    let dir = tempfile::tempdir().unwrap();
+    let (ds, data) = small_dw4(dir.path());
+    let config = config(&data);
+    let run_dir = dir.path().join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+    // The lock as another process would hold it (a separate open file description).
+    let held = experiments::run_lock::lock_run_dir(&run_dir).unwrap();
+    let e = train(&config, &ds, &run_dir, false).unwrap_err();
+    assert!(e.to_string().contains("another process"), "{e}");
+    assert!(!run_dir.join(files::CONFIG).exists(), "nothing written");
+    drop(held);
+    let mut short = config.clone();
+    short.training.epochs = 1;
+    train(&short, &ds, &run_dir, false).expect("trains once the lock is released");
 }
 
 #[test]

@@ -19,8 +19,8 @@ use super::evaluate::{evaluate_nll, seeded_subset};
 use super::model::Qm9Model;
 pub use super::run::steps_per_epoch;
 use super::run::{
-    check_run_dir, check_settings_file, files, last_checkpoint_step, train_qm9, Qm9RunConfig,
-    Qm9StepLine,
+    check_run_dir, check_settings_file, files, last_checkpoint_step, train_qm9_logged,
+    Qm9RunConfig, Qm9StepLine,
 };
 use super::train::Qm9StepReport;
 use crate::checkpoint;
@@ -130,12 +130,13 @@ fn best_of(history: &[ValidationLine]) -> Option<ValidationLine> {
 /// step, `on_epoch(line)` after each validation.
 ///
 /// Errors, all before anything is written: [`ExperimentError::Config`] for zero epochs, a zero
-/// validation batch size or `n_val = Some(0)`, a directory of another configuration (of the
+/// validation batch size or `n_val = Some(0)`, a directory being trained by another process
+/// ([`crate::run_lock`]), a directory of another configuration (of the
 /// training run or of its validation), a directory that records more validated epochs than
 /// asked for, a `validation.jsonl` that is malformed or records epochs without its
 /// `best.safetensors`, or whose last checkpoint is past the first epoch without validation (the
 /// epoch's parameters are gone: use a new directory); then checkpoint, I/O, training and
-/// evaluation errors as [`train_qm9`] and [`evaluate_nll`] (a diverged model's non-finite
+/// evaluation errors as [`train_qm9`](super::run::train_qm9) and [`evaluate_nll`] (a diverged model's non-finite
 /// validation NLL stops the run with [`ExperimentError::NonFiniteNll`]).
 pub fn train_with_validation(
     config: &ValidatedRunConfig,
@@ -205,6 +206,9 @@ pub fn train_with_validation(
         ));
     }
 
+    std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
+    // Held until the run returns: no second process trains this directory meanwhile.
+    let _lock = crate::run_lock::lock_run_dir(run_dir)?;
     let text = serde_json::to_string_pretty(config).map_err(|e| ExperimentError::Config {
         key: "json".into(),
         message: e.to_string(),
@@ -220,13 +224,20 @@ pub fn train_with_validation(
     );
     let last_path = run_dir.join(files::LAST);
     let mut best = best_of(&history);
+    if at > 0 {
+        tracing::info!(
+            "resuming {} after step {at} ({} validated epochs)",
+            run_dir.display(),
+            history.len()
+        );
+    }
     for epoch in history.len() + 1..=config.epochs {
         let steps = epoch * per_epoch;
         let run = Qm9RunConfig {
             steps,
             ..config.run.clone()
         };
-        let (model, _) = train_qm9(&run, ds, run_dir, &mut progress)?;
+        let (model, _) = train_qm9_logged(&run, ds, run_dir, &mut progress, false)?;
         let v = evaluate_nll(
             &model,
             ds,

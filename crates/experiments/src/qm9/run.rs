@@ -206,14 +206,29 @@ pub fn last_checkpoint_step(run_dir: &Path) -> Result<usize, ExperimentError> {
 /// Trains (or resumes) the run in `run_dir` on `ds`; `progress(step, report)` after each step.
 /// Returns the model and the last step's report.
 ///
-/// Errors: [`ExperimentError::Config`] when `run_dir` holds another configuration or the
-/// configuration is invalid; checkpoint, I/O and training errors.
+/// Errors: [`ExperimentError::Config`] when `run_dir` holds another configuration, is being
+/// trained by another process ([`crate::run_lock`]) or the configuration is invalid; checkpoint,
+/// I/O and training errors.
 pub fn train_qm9(
     config: &Qm9RunConfig,
     ds: &Qm9Dataset,
     run_dir: &Path,
-    mut progress: impl FnMut(usize, &Qm9StepReport),
+    progress: impl FnMut(usize, &Qm9StepReport),
 ) -> Result<(Qm9Model, Option<Qm9StepReport>), ExperimentError> {
+    // Refused before anything is written, so the directory stays free for a valid run.
+    check_run_config(config)?;
+    check_run_dir(config, run_dir)?;
+    std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
+    // Held until the run returns: no second process trains this directory meanwhile.
+    let _lock = crate::run_lock::lock_run_dir(run_dir)?;
+    train_qm9_logged(config, ds, run_dir, progress, true)
+}
+
+/// Checks a run's settings: batch size and checkpoint interval at least 1, a positive
+/// tolerance, a method QM9 training supports. Reads nothing.
+///
+/// Errors: [`ExperimentError::Config`] naming what is wrong.
+fn check_run_config(config: &Qm9RunConfig) -> Result<(), ExperimentError> {
     if config.batch_size == 0
         || config.checkpoint_every == 0
         || config.tol.is_nan()
@@ -224,8 +239,20 @@ pub fn train_qm9(
             message: "batch_size and checkpoint_every must be >= 1 and tol > 0".into(),
         });
     }
-    // Refused before anything is written, so the directory stays free for a valid run.
-    config.model.check_method()?;
+    config.model.check_method()
+}
+
+/// [`train_qm9`] without taking the run directory's lock (the caller holds it), logging the
+/// resumption from a checkpoint only when `log_resume` (a validated run continues its own
+/// checkpoint at every epoch and logs its resumption once).
+pub(crate) fn train_qm9_logged(
+    config: &Qm9RunConfig,
+    ds: &Qm9Dataset,
+    run_dir: &Path,
+    mut progress: impl FnMut(usize, &Qm9StepReport),
+    log_resume: bool,
+) -> Result<(Qm9Model, Option<Qm9StepReport>), ExperimentError> {
+    check_run_config(config)?;
     check_run_dir(config, run_dir)?;
     std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
     let config_path = run_dir.join(files::CONFIG);
@@ -251,7 +278,9 @@ pub fn train_qm9(
                 message,
             }
         })?;
-        tracing::info!("resuming {} after step {done}", run_dir.display());
+        if log_resume {
+            tracing::info!("resuming {} after step {done}", run_dir.display());
+        }
     }
     let rows = training_rows(ds, config);
     let metrics_path = run_dir.join(files::METRICS);
