@@ -313,9 +313,9 @@ pub fn test_seed(training: &TrainingConfig) -> i64 {
 /// documentation).
 ///
 /// Errors: configuration, data, solver and I/O errors, each naming what failed; a `run_dir`
-/// holding another configuration ([`ExperimentError::Config`], nothing is touched) or being
-/// trained by another process ([`ExperimentError::Config`], see [`crate::run_lock`]). Files
-/// already written stay intact.
+/// holding another configuration or being trained by another process
+/// ([`ExperimentError::Config`]; nothing in it is touched, only an empty `.lock` is added, see
+/// [`crate::run_lock`]). Files already written stay intact.
 pub fn train(
     config: &RunConfig,
     dataset: &ParticleDataset,

@@ -90,7 +90,8 @@ pub struct Cnf<D> {
     /// (docs/results/ode-benchmarks.md, tenth session; batch 100, one thread, means of two runs,
     /// forward against reverse mode): DW4 forward solve 26 against 37 ms, LJ13 246 against 283
     /// ms; backprop training step DW4 119 against 141 ms, LJ13 1.13 against 1.36 s; adjoint step
-    /// DW4 195 against 237 ms, LJ13 2.70 against 3.11 s; peak memory within 10% either way.
+    /// DW4 195 against 237 ms, LJ13 2.70 against 3.11 s; peak memory within about 12% either
+    /// way (less for DW4 on one worker, more for the trained models on two).
     /// `false`: the vector-Jacobian product everywhere. The exact trace under backprop and the
     /// ODE regulariser (its Frobenius term) always use `eps^T J`.
     pub forward_mode_trace: bool,

@@ -179,13 +179,27 @@ fn assert_same(
     assert!(e < 1e-10, "backprop's log-likelihood: {e:e}");
     assert_eq!(f.backprop_grads.len(), f.grads.len());
     for (i, (a, b)) in f.backprop_grads.iter().zip(&r.backprop_grads).enumerate() {
-        // A parameter the loss does not reach (none here) has no gradient in either mode.
+        // A parameter the velocity does not depend on (the last layer's feature update without
+        // node features) has no gradient in either mode; the adjoint's is exactly zero.
         assert_eq!(a.defined(), b.defined(), "backprop gradient {i}");
         if a.defined() {
             let e = rel(a, b);
             assert!(e < 1e-10, "backprop gradient {i}: {e:e}");
+        } else {
+            assert_eq!(
+                f.grads[i].abs().max().double_value(&[]),
+                0.0,
+                "gradient {i}"
+            );
         }
     }
+    let reached = f.backprop_grads.iter().filter(|g| g.defined()).count();
+    assert!(
+        reached * 4 > f.backprop_grads.len() * 3,
+        "{reached} gradients defined"
+    );
+    let scale = f.backprop_grads[0].abs().max().double_value(&[]);
+    assert!(scale > 1e-3, "trivial backprop gradient {scale}");
     let scale = f.grads[0].abs().max().double_value(&[]);
     assert!(scale > 1e-3, "trivial gradient {scale}");
 }

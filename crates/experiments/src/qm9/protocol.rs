@@ -129,9 +129,10 @@ fn best_of(history: &[ValidationLine]) -> Option<ValidationLine> {
 /// parameters and the run's record. `progress(step, report)` is called after each training
 /// step, `on_epoch(line)` after each validation.
 ///
-/// Errors, all before anything is written: [`ExperimentError::Config`] for zero epochs, a zero
-/// validation batch size or `n_val = Some(0)`, a directory being trained by another process
-/// ([`crate::run_lock`]), a directory of another configuration (of the
+/// Errors, all before anything is written (but the directory and its empty `.lock`, see
+/// [`crate::run_lock`]): [`ExperimentError::Config`] for zero epochs, a zero validation batch
+/// size or `n_val = Some(0)`, a directory being trained by another process, a directory of
+/// another configuration (of the
 /// training run or of its validation), a directory that records more validated epochs than
 /// asked for, a `validation.jsonl` that is malformed or records epochs without its
 /// `best.safetensors`, or whose last checkpoint is past the first epoch without validation (the
@@ -155,6 +156,10 @@ pub fn train_with_validation(
             message: "epochs, val_batch_size and n_val must be >= 1".into(),
         });
     }
+    // Locked before anything in the directory is read, so that what the checks read cannot
+    // change before the run writes; held until the run returns.
+    std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
+    let _lock = crate::run_lock::lock_run_dir(run_dir)?;
     // Every check reads only; the directory is written after all of them passed.
     let settings_path = run_dir.join(validated_files::SETTINGS);
     // More epochs of the same run are the same run (`run.steps` is set here).
@@ -206,9 +211,6 @@ pub fn train_with_validation(
         ));
     }
 
-    std::fs::create_dir_all(run_dir).map_err(|e| ExperimentError::io(run_dir, e))?;
-    // Held until the run returns: no second process trains this directory meanwhile.
-    let _lock = crate::run_lock::lock_run_dir(run_dir)?;
     let text = serde_json::to_string_pretty(config).map_err(|e| ExperimentError::Config {
         key: "json".into(),
         message: e.to_string(),

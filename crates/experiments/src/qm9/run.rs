@@ -207,8 +207,8 @@ pub fn last_checkpoint_step(run_dir: &Path) -> Result<usize, ExperimentError> {
 /// Returns the model and the last step's report.
 ///
 /// Errors: [`ExperimentError::Config`] when `run_dir` holds another configuration, is being
-/// trained by another process ([`crate::run_lock`]) or the configuration is invalid; checkpoint,
-/// I/O and training errors.
+/// trained by another process ([`crate::run_lock`]; its checks are repeated under the lock) or
+/// the configuration is invalid; checkpoint, I/O and training errors.
 pub fn train_qm9(
     config: &Qm9RunConfig,
     ds: &Qm9Dataset,
