@@ -1,5 +1,6 @@
 //! The training pipeline end to end on a small DW4 problem: files written, results readable,
-//! configuration errors named, and a diverging run stopped with its last good checkpoint intact.
+//! configuration errors named, the test NLL taken with the best-validation parameters when later
+//! epochs are worse, and a diverging run stopped with its last good checkpoint intact.
 
 use datasets::{ParticleDataset, System};
 use experiments::config::{GradientMethod, RunConfig};
@@ -76,6 +77,52 @@ fn a_short_run_writes_its_files_and_a_readable_result() {
     assert_eq!(meta["epoch"], result.best_epoch.to_string());
 }
 
+/// Model selection: when an earlier epoch validated best, the test NLL is that epoch's, not the
+/// last epoch's. A one-epoch run gives the parameters of epoch 1 and their test NLL; a two-epoch
+/// run is then set up as if interrupted after that epoch, with epoch 1's recorded validation made
+/// unbeatable, and resumed. Its result must name epoch 1 and repeat the one-epoch run's test NLL
+/// exactly (the exact trace is deterministic), while the same two epochs without the doctored
+/// record select epoch 2 and report another test NLL.
+#[test]
+fn the_test_nll_is_the_best_validation_epochs_not_the_last() {
+    let _rng = geometry::testing::seeded(6);
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_dw4();
+    let one = small_config(1);
+    let two = small_config(2);
+    assert_eq!(two.training.test_trace, flow::TraceEstimator::Exact);
+    let first = train(&one, &ds, &dir.path().join("one"), false).unwrap();
+    let plain = train(&two, &ds, &dir.path().join("plain"), false).unwrap();
+    assert_eq!(
+        plain.best_epoch, 2,
+        "the undoctored run improves in epoch 2"
+    );
+
+    let run = dir.path().join("selected");
+    std::fs::create_dir_all(&run).unwrap();
+    for f in [files::LAST, files::BEST] {
+        std::fs::copy(dir.path().join("one").join(f), run.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(dir.path().join("one").join(files::METRICS)).unwrap();
+    let mut epoch1: experiments::results::EpochMetrics =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    epoch1.validation.as_mut().unwrap().nll = -1e3;
+    let line = serde_json::to_string(&epoch1).unwrap() + "\n";
+    std::fs::write(run.join(files::METRICS), line).unwrap();
+
+    let selected = train(&two, &ds, &run, false).unwrap();
+    assert_eq!(selected.best_epoch, 1);
+    assert_eq!(selected.validation.nll, -1e3);
+    assert_eq!(
+        selected.train_steps, plain.train_steps,
+        "epoch 2 was trained"
+    );
+    let last = checkpoint::read(&run.join(files::LAST)).unwrap();
+    assert_eq!(last.metadata["epoch"], "2");
+    assert_eq!(selected.test.nll, first.test.nll, "epoch 1's parameters");
+    assert_ne!(selected.test.nll, plain.test.nll, "not epoch 2's");
+}
+
 #[test]
 fn configuration_errors_name_the_key() {
     let text = RunConfig::paper_cell(System::Dw4, 1000, 0)
@@ -134,11 +181,14 @@ fn a_diverging_run_stops_with_a_clear_error_and_keeps_its_last_good_checkpoint()
     let dir = tempfile::tempdir().unwrap();
     let ds = small_dw4();
     // A run whose first epoch is sane and whose later epochs use an absurd learning rate: the
-    // first epoch's files, continued under a configuration with lr = 1e4.
+    // first epoch's files, continued under a configuration with lr = 1e30 (parameters of that
+    // size overflow f32). lr = 1e4 served until training took the trace by forward mode: with
+    // it, that run trains 30 epochs with finite losses (bounded coordinate updates, saturated
+    // gates), so it no longer diverges.
     let sane = dir.path().join("sane");
     train(&small_config(1), &ds, &sane, false).unwrap();
     let mut wild = small_config(30);
-    wild.training.lr = 1e4;
+    wild.training.lr = 1e30;
     wild.solver.options.max_steps = 200;
     let run = dir.path().join("wild");
     std::fs::create_dir_all(&run).unwrap();
