@@ -131,7 +131,8 @@ impl EnfModel {
         })
     }
 
-    /// The model of a run: its model, solver and adjoint settings, on `device`.
+    /// The model of a run: its model, solver and adjoint settings and how it takes the trace
+    /// (`training.forward_mode_trace`), on `device`.
     ///
     /// Errors: as [`EnfModel::new`].
     pub fn for_run(config: &RunConfig, device: tch::Device) -> Result<Self, ExperimentError> {
@@ -140,6 +141,7 @@ impl EnfModel {
         if let Some(adjoint) = &config.adjoint {
             model.flow.adjoint = adjoint.clone();
         }
+        model.flow.forward_mode_trace = config.training.forward_mode_trace;
         Ok(model)
     }
 

@@ -123,6 +123,45 @@ fn the_test_nll_is_the_best_validation_epochs_not_the_last() {
     assert_ne!(selected.test.nll, plain.test.nll, "not epoch 2's");
 }
 
+/// `training.forward_mode_trace`: configurations written before the key existed read as the
+/// default (forward mode); `false` builds a model whose flow takes the reference's
+/// vector-Jacobian product, which trains the same model up to f32 round-off (one epoch of two
+/// steps from the same initialisation: test NLLs within 1e-6 relative, 1e-9 measured), and is
+/// another run.
+#[test]
+fn the_trace_mode_is_a_configuration_key() {
+    let _rng = geometry::testing::seeded(7);
+    let forward = small_config(1);
+    let old: String = forward
+        .to_toml()
+        .lines()
+        .filter(|l| !l.starts_with("forward_mode_trace"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!old.contains("forward_mode_trace"));
+    let read = RunConfig::from_toml_str(&old, "old.toml").unwrap();
+    assert!(read.training.forward_mode_trace);
+    assert_eq!(read, forward);
+    let mut reverse = forward.clone();
+    reverse.training.forward_mode_trace = false;
+    assert!(!forward.same_run(&reverse));
+    let model = EnfModel::for_run(&reverse, tch::Device::Cpu).unwrap();
+    assert!(!model.flow.forward_mode_trace);
+    assert!(
+        EnfModel::for_run(&forward, tch::Device::Cpu)
+            .unwrap()
+            .flow
+            .forward_mode_trace
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let ds = small_dw4();
+    let f = train(&forward, &ds, &dir.path().join("forward"), false).unwrap();
+    let r = train(&reverse, &ds, &dir.path().join("reverse"), false).unwrap();
+    let e = (f.test.nll - r.test.nll).abs() / f.test.nll.abs();
+    assert!(e < 1e-6, "{} against {}: {e:e}", f.test.nll, r.test.nll);
+}
+
 #[test]
 fn configuration_errors_name_the_key() {
     let text = RunConfig::paper_cell(System::Dw4, 1000, 0)
