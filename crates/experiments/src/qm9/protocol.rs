@@ -132,13 +132,13 @@ fn best_of(history: &[ValidationLine]) -> Option<ValidationLine> {
 /// Errors, all before anything is written (but the directory and its empty `.lock`, see
 /// [`crate::run_lock`]): [`ExperimentError::Config`] for zero epochs, a zero validation batch
 /// size or `n_val = Some(0)`, a directory being trained by another process, a directory of
-/// another configuration (of the
-/// training run or of its validation), a directory that records more validated epochs than
-/// asked for, a `validation.jsonl` that is malformed or records epochs without its
-/// `best.safetensors`, or whose last checkpoint is past the first epoch without validation (the
-/// epoch's parameters are gone: use a new directory); then checkpoint, I/O, training and
-/// evaluation errors as [`train_qm9`](super::run::train_qm9) and [`evaluate_nll`] (a diverged model's non-finite
-/// validation NLL stops the run with [`ExperimentError::NonFiniteNll`]).
+/// another configuration (of the training run or of its validation), a directory that records
+/// more validated epochs than asked for, a `validation.jsonl` that is malformed or records
+/// epochs without its `best.safetensors`, or whose last checkpoint is past the first epoch
+/// without validation (the epoch's parameters are gone: use a new directory); then checkpoint,
+/// I/O, training and evaluation errors as [`train_qm9`](super::run::train_qm9) and
+/// [`evaluate_nll`] (a diverged model's non-finite validation NLL stops the run with
+/// [`ExperimentError::NonFiniteNll`]).
 pub fn train_with_validation(
     config: &ValidatedRunConfig,
     ds: &Qm9Dataset,
