@@ -21,7 +21,8 @@
 //!
 //! The backward solve has its own solver (method and tolerances). Its error norm covers the whole
 //! augmented state by default (torchdiffeq's default, with each parameter tensor its own component
-//! of [`ErrorNorm::MixedRms`](crate::ErrorNorm)); `seminorm` restricts it to `(y, a)` (Kidger, Chen
+//! of [`ErrorNorm::MixedRms`](crate::ErrorNorm), although the parameter gradients are integrated as
+//! one flat tensor: see [`OdeRhs::norm_parts`]); `seminorm` restricts it to `(y, a)` (Kidger, Chen
 //! & Lyons 2021, "Hey, that's not an ODE"), which usually takes fewer steps.
 
 use crate::error::OdeError;
@@ -71,18 +72,25 @@ impl Default for AdjointOptions {
 pub struct AdjointGradients {
     /// `dL/dy(t_0)`, one tensor per state component, shaped as the component.
     pub y0: Vec<Tensor>,
-    /// `dL/dtheta` per parameter, in the order given; `None` for a parameter that does not require
-    /// gradients (frozen), which the backward solve skips entirely.
+    /// `dL/dtheta` per parameter, in the order given and shaped as the parameter (views into one
+    /// flat tensor); `None` for a parameter that does not require gradients (frozen), which the
+    /// backward solve skips entirely.
     pub params: Vec<Option<Tensor>>,
     /// Statistics of the backward solves, summed over the output intervals.
     pub stats: SolveStats,
 }
 
-/// The augmented dynamics `[y, a, g] -> [f, -a^T df/dy, -a^T df/dtheta]`.
+/// The augmented dynamics `[y, a, g] -> [f, -a^T df/dy, -a^T df/dtheta]`, with `g` the
+/// gradients of all trainable parameters flattened and concatenated into one tensor `[P]` (P =
+/// their total number of entries): a step's arithmetic then costs the same number of tensor
+/// operations however many parameter tensors the dynamics have, while the error norm still
+/// measures each parameter tensor's part separately ([`OdeRhs::norm_parts`]).
 struct AugmentedRhs<'a> {
     rhs: &'a dyn OdeRhs,
     /// The parameters that require gradients.
     params: Vec<Tensor>,
+    /// Their numbers of entries, in order: the parts of `g`.
+    param_sizes: Vec<i64>,
     /// Number of state components.
     n: usize,
     seminorm: bool,
@@ -116,11 +124,14 @@ impl AugmentedRhs<'_> {
                     .map(|g| g.defined().then_some(g))
                     .collect()
             };
+            // Undefined gradients (an input f does not depend on) are zeros.
+            let mut grads = grads
+                .into_iter()
+                .zip(&inputs)
+                .map(|(g, x)| g.unwrap_or_else(|| x.zeros_like()).detach());
             let mut out: Vec<Tensor> = f.iter().map(|fi| fi.detach()).collect();
-            out.extend(grads.into_iter().zip(&inputs).map(|(g, x)| match g {
-                Some(g) => -g,
-                None => x.zeros_like().detach(),
-            }));
+            out.extend(grads.by_ref().take(self.n).map(|g| -g));
+            out.push(-flat_concat(&grads.collect::<Vec<_>>(), &y[0]));
             Ok(out)
         })
     }
@@ -134,6 +145,20 @@ impl OdeRhs for AugmentedRhs<'_> {
     fn error_components(&self) -> Option<usize> {
         self.seminorm.then_some(2 * self.n)
     }
+
+    fn norm_parts(&self, component: usize) -> Option<&[i64]> {
+        (component == 2 * self.n).then_some(self.param_sizes.as_slice())
+    }
+}
+
+/// The tensors flattened and concatenated into one `[sum of numel]` tensor (an empty tensor of
+/// `like`'s kind and device when there are none).
+fn flat_concat(tensors: &[Tensor], like: &Tensor) -> Tensor {
+    if tensors.is_empty() {
+        return Tensor::zeros([0], (like.kind(), like.device()));
+    }
+    let flat: Vec<Tensor> = tensors.iter().map(|t| t.reshape([-1])).collect();
+    Tensor::cat(&flat, 0)
 }
 
 /// Gradients of a loss of a forward solve by the adjoint method (see the module documentation).
@@ -150,8 +175,10 @@ impl OdeRhs for AugmentedRhs<'_> {
 /// The forward solve's own output need not be kept in a graph: run it under `tch::no_grad`.
 ///
 /// Errors: [`OdeError::InvalidOptions`] when the lengths of `t_eval`, `ys` and `grad_ys` or the
-/// shapes of the cotangents disagree; any error of the backward solve (non-finite adjoint, step-size
-/// underflow, too many steps, the right-hand side's errors), with the time it happened at.
+/// shapes of the cotangents disagree, or the trainable parameters differ in kind or device (their
+/// gradients are integrated as one tensor); any error of the backward solve (non-finite adjoint,
+/// step-size underflow, too many steps, the right-hand side's errors), with the time it happened
+/// at.
 pub fn adjoint_gradients(
     options: &AdjointOptions,
     rhs: &dyn OdeRhs,
@@ -181,34 +208,57 @@ pub fn adjoint_gradients(
     let trainable: Vec<usize> = (0..params.len())
         .filter(|&i| params[i].requires_grad())
         .collect();
+    if let Some(&first) = trainable.first() {
+        let (kind, device) = (params[first].kind(), params[first].device());
+        if let Some(&i) = trainable
+            .iter()
+            .find(|&&i| params[i].kind() != kind || params[i].device() != device)
+        {
+            return Err(OdeError::InvalidOptions(format!(
+                "adjoint: trainable parameter {i} is {:?} on {:?}, parameter {first} {kind:?} on \
+                 {device:?} (their gradients are integrated as one tensor)",
+                params[i].kind(),
+                params[i].device()
+            )));
+        }
+    }
     let aug_rhs = AugmentedRhs {
         rhs,
         params: trainable
             .iter()
             .map(|&i| params[i].shallow_clone())
             .collect(),
+        param_sizes: trainable
+            .iter()
+            .map(|&i| params[i].numel() as i64)
+            .collect(),
         n,
         seminorm: options.seminorm,
     };
     let detach = |v: &[Tensor]| v.iter().map(|t| t.detach()).collect::<Vec<_>>();
     let mut a = detach(&grad_ys[k - 1]);
-    let mut g: Vec<Tensor> = aug_rhs
-        .params
-        .iter()
-        .map(|p| p.zeros_like().detach())
-        .collect();
+    let total: i64 = aug_rhs.param_sizes.iter().sum();
+    // g is one flat tensor in the state's kind (the parameters' gradients are accumulated in it
+    // as the state's kind, as torchdiffeq does) on the state's device.
+    let like = &ys[k - 1][0];
+    let mut g = match aug_rhs.params.first() {
+        Some(p) => Tensor::zeros([total], (p.kind(), p.device())),
+        None => Tensor::zeros([0], (like.kind(), like.device())),
+    };
     let mut stats = SolveStats::default();
     for i in (1..k).rev() {
         let mut aug = detach(&ys[i]);
         aug.append(&mut a);
-        aug.append(&mut g);
+        aug.push(g);
         let (mut out, s) = tch::no_grad(|| {
             options
                 .solver
                 .solve(&aug_rhs, t_eval[i], t_eval[i - 1], &aug)
         })?;
         stats += s;
-        g = out.split_off(2 * n);
+        g = out.pop().ok_or_else(|| {
+            OdeError::InvalidOptions("the backward solve returned no parameter gradients".into())
+        })?;
         // The loss's direct dependence on y(t_{i-1}) joins the adjoint there.
         a = out
             .split_off(n)
@@ -218,8 +268,9 @@ pub fn adjoint_gradients(
             .collect();
     }
     let mut grads: Vec<Option<Tensor>> = params.iter().map(|_| None).collect();
-    for (slot, gi) in trainable.into_iter().zip(g) {
-        grads[slot] = Some(gi);
+    let pieces = g.split_with_sizes(&aug_rhs.param_sizes, 0);
+    for (&i, gi) in trainable.iter().zip(pieces) {
+        grads[i] = Some(gi.view_as(&params[i]));
     }
     Ok(AdjointGradients {
         y0: a,

@@ -21,19 +21,46 @@ pub enum ErrorNorm {
     MixedRms,
 }
 
+/// Per component, its sum of squares (in f64) and number of entries, with one host
+/// synchronisation for the whole state.
 fn rms_parts(v: &[Tensor]) -> Vec<(f64, usize)> {
-    v.iter()
-        .map(|t| {
-            (
-                t.detach()
-                    .to_kind(Kind::Double)
-                    .square()
-                    .sum(Kind::Double)
-                    .double_value(&[]),
-                t.numel(),
-            )
-        })
-        .collect()
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let sums: Vec<Tensor> = v
+        .iter()
+        .map(|t| t.detach().to_kind(Kind::Double).square().sum(Kind::Double))
+        .collect();
+    let sums = Vec::<f64>::try_from(Tensor::stack(&sums, 0))
+        .expect("a stack of f64 scalars converts to a Vec<f64>");
+    sums.into_iter().zip(v.iter().map(|t| t.numel())).collect()
+}
+
+/// The components of `v` (a state or an error estimate of `rhs`'s problem) as the error norm
+/// measures them: a component that `rhs` splits into parts ([`OdeRhs::norm_parts`]) is replaced by
+/// its parts (views of its flattened entries, no copies).
+///
+/// Errors: [`OdeError::InvalidOptions`] when the parts' sizes do not add up to the component's
+/// number of entries.
+pub fn norm_components(rhs: &dyn OdeRhs, v: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, t) in v.iter().enumerate() {
+        match rhs.norm_parts(i) {
+            None => out.push(t.shallow_clone()),
+            Some(sizes) => {
+                let total: i64 = sizes.iter().sum();
+                if total != t.numel() as i64 {
+                    return Err(OdeError::InvalidOptions(format!(
+                        "the norm's parts of state component {i} have {total} entries, the \
+                         component {}",
+                        t.numel()
+                    )));
+                }
+                out.extend(t.reshape([-1]).split_with_sizes(sizes, 0));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl ErrorNorm {
@@ -107,10 +134,13 @@ pub fn initial_step(
     // The norm of `v` scaled by the tolerances at y0, over the components under error control.
     let scaled_norm = |v: &[Tensor]| {
         let y = &y0[..n_err];
-        norm.norm(&scaled(&v[..n_err], y, y, rtol, atol))
+        Ok::<_, OdeError>(norm.norm(&norm_components(
+            rhs,
+            &scaled(&v[..n_err], y, y, rtol, atol),
+        )?))
     };
-    let d0 = scaled_norm(y0);
-    let d1 = scaled_norm(f0);
+    let d0 = scaled_norm(y0)?;
+    let d1 = scaled_norm(f0)?;
     let h0 = if d0 < 1e-5 || d1 < 1e-5 {
         1e-6
     } else {
@@ -127,7 +157,7 @@ pub fn initial_step(
         .zip(f0)
         .map(|(a, b)| a.detach() - b.detach())
         .collect();
-    let d2 = scaled_norm(&diff) / h0;
+    let d2 = scaled_norm(&diff)? / h0;
     let h1 = if d1.max(d2) <= 1e-15 {
         (h0 * 1e-3).max(1e-6)
     } else {
@@ -164,5 +194,39 @@ mod tests {
             assert!(ErrorNorm::MixedRms.norm(&v).is_nan());
             assert!(ErrorNorm::Rms.norm(&v).is_nan());
         }
+    }
+
+    /// A right-hand side whose second component is two parts of 2 and 3 entries (or, wrongly,
+    /// parts of 2 and 2).
+    struct Parted(&'static [i64]);
+
+    impl OdeRhs for Parted {
+        fn eval(&self, _t: f64, y: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
+            Ok(y.iter().map(|t| t.shallow_clone()).collect())
+        }
+
+        fn norm_parts(&self, component: usize) -> Option<&[i64]> {
+            (component == 1).then_some(self.0)
+        }
+    }
+
+    #[test]
+    fn a_component_in_parts_is_measured_as_separate_components() {
+        let a = Tensor::from_slice(&[1.0f64]);
+        let b = Tensor::from_slice(&[3.0f64, 4.0, 1.0, 1.0, 1.0]);
+        let v = [a.shallow_clone(), b.view([5])];
+        let parts = norm_components(&Parted(&[2, 3]), &v).unwrap();
+        assert_eq!(parts.len(), 3);
+        let separate = [
+            a,
+            Tensor::from_slice(&[3.0f64, 4.0]),
+            Tensor::from_slice(&[1.0f64, 1.0, 1.0]),
+        ];
+        for norm in [ErrorNorm::MixedRms, ErrorNorm::Rms] {
+            assert_eq!(norm.norm(&parts), norm.norm(&separate));
+        }
+        assert!((ErrorNorm::MixedRms.norm(&parts) - (12.5f64).sqrt()).abs() < 1e-12);
+        let e = norm_components(&Parted(&[2, 2]), &v).unwrap_err();
+        assert!(e.to_string().contains("component 1"), "{e}");
     }
 }

@@ -59,6 +59,17 @@ pub trait OdeRhs {
     fn error_components(&self) -> Option<usize> {
         None
     }
+
+    /// `Some(sizes)`: state component `component` is the concatenation of parts of these numbers
+    /// of entries (in order, over its flattened entries), which the error norm measures as
+    /// separate components, e.g. the adjoint's parameter gradients, kept as one flat tensor so that
+    /// a step costs the same number of tensor operations however many parameter tensors there
+    /// are, but controlled per parameter tensor as torchdiffeq does. `None` (the default): the
+    /// component is one part.
+    fn norm_parts(&self, component: usize) -> Option<&[i64]> {
+        let _ = component;
+        None
+    }
 }
 
 impl<F> OdeRhs for F

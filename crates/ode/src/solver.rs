@@ -1,7 +1,7 @@
 //! The solver: a method and its options, integrating an [`OdeRhs`] over an interval or through a
 //! list of output times, with statistics.
 
-use crate::control::{initial_step, scaled, step_factor, ErrorNorm};
+use crate::control::{initial_step, norm_components, scaled, step_factor, ErrorNorm};
 use crate::error::OdeError;
 use crate::state::all_finite;
 use crate::stepper::rk_step;
@@ -331,13 +331,10 @@ impl OdeSolver {
                         true
                     }
                     Some(err) => {
-                        let ratio = o.norm.norm(&scaled(
-                            &err[..n_err],
-                            &y[..n_err],
-                            &step.y[..n_err],
-                            o.rtol,
-                            o.atol,
-                        ));
+                        let ratio = o.norm.norm(&norm_components(
+                            rhs,
+                            &scaled(&err[..n_err], &y[..n_err], &step.y[..n_err], o.rtol, o.atol),
+                        )?);
                         if !ratio.is_finite() {
                             return Err(OdeError::NonFinite {
                                 what: "error estimate of the step",

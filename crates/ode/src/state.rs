@@ -40,9 +40,13 @@ pub fn combination(terms: &[(f64, &[Tensor])]) -> Vec<Tensor> {
     add_combination(&zero, terms)
 }
 
-/// Whether every entry of every component is finite (one host synchronisation per component).
+/// Whether every entry of every component is finite (one host synchronisation for the state).
 pub fn all_finite(y: &[Tensor]) -> bool {
-    y.iter().all(|t| t.isfinite().all().int64_value(&[]) != 0)
+    if y.is_empty() {
+        return true;
+    }
+    let each: Vec<Tensor> = y.iter().map(|t| t.isfinite().all()).collect();
+    Tensor::stack(&each, 0).all().int64_value(&[]) != 0
 }
 
 /// Detached copies of the components (no autograd history), in the same kind.
