@@ -103,6 +103,40 @@ pub(crate) fn check_features<'a>(
     }
 }
 
+/// Checks the tangents of a forward-mode derivative ([`Dynamics::velocity_jvp`]): `dx` of the
+/// positions' shape `size`, `dh` of the features' shape, and no `dh` without features (`none` says
+/// what a model without features expects, as in [`check_features`]).
+///
+/// Errors: [`EgnnError::Shape`] naming the tangent and what was received.
+pub(crate) fn check_tangents(
+    size: &[i64],
+    h: Option<&Tensor>,
+    dx: &Tensor,
+    dh: Option<&Tensor>,
+    none: &str,
+) -> Result<(), EgnnError> {
+    if dx.size() != size {
+        return Err(EgnnError::Shape {
+            what: "tangent of the positions",
+            expected: format!("{size:?} (the positions' shape)"),
+            got: dx.size(),
+        });
+    }
+    match (h, dh) {
+        (Some(h), Some(dh)) if dh.size() != h.size() => Err(EgnnError::Shape {
+            what: "tangent of the node features",
+            expected: format!("{:?} (the features' shape)", h.size()),
+            got: dh.size(),
+        }),
+        (None, Some(dh)) => Err(EgnnError::Shape {
+            what: "tangent of the node features",
+            expected: none.into(),
+            got: dh.size(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// Checks that `x` is positions `[batch, nodes, dims]` fitting `masks`; returns its shape.
 ///
 /// Errors: [`EgnnError::Shape`] naming what was received.
@@ -270,30 +304,7 @@ impl EgnnDynamics {
     ) -> Result<(Velocity, Velocity), EgnnError> {
         let size = check_positions(x, masks)?;
         let h = check_features(h, self.node_nf, &size, "none (particle system)")?;
-        if dx.size() != size {
-            return Err(EgnnError::Shape {
-                what: "tangent of the positions",
-                expected: format!("{size:?} (the positions' shape)"),
-                got: dx.size(),
-            });
-        }
-        match (h, dh) {
-            (Some(h), Some(dh)) if dh.size() != h.size() => {
-                return Err(EgnnError::Shape {
-                    what: "tangent of the node features",
-                    expected: format!("{:?} (the features' shape)", h.size()),
-                    got: dh.size(),
-                })
-            }
-            (None, Some(dh)) => {
-                return Err(EgnnError::Shape {
-                    what: "tangent of the node features",
-                    expected: "none (particle system)".into(),
-                    got: dh.size(),
-                })
-            }
-            _ => {}
-        }
+        check_tangents(&size, h, dx, dh, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;
         let d_node_input = dh.map(|dh| {
             if self.condition_time {

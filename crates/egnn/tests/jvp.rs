@@ -3,10 +3,11 @@
 //! for padded batches with node features, every option of the layer (attention, tanh, mean
 //! aggregation, no time conditioning) covered, tangents at padded nodes included; its velocity is
 //! the plain forward pass's, bit for bit; the tangent is the same with and without an autograd
-//! graph; tangents of the wrong shape are typed errors.
+//! graph; tangents of the wrong shape are typed errors. The same for the GNF baselines'
+//! `GnnDynamics` (with and without attention, with padded node features).
 
 use egnn::testing::randomise_parameters;
-use egnn::{Aggregation, Dynamics, EgnnConfig, EgnnDynamics, EgnnError, Masks};
+use egnn::{Aggregation, Dynamics, EgnnConfig, EgnnDynamics, EgnnError, GnnDynamics, Masks};
 use geometry::testing::seeded;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -17,8 +18,8 @@ const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 /// `x`, `h` and the tangents `dx`, `dh` are the inputs; returns `(J u)_x`, `(J u)_h`.
 // `a = a + b` on purpose: `+=` would be libtorch's in-place op inside the autograd graph.
 #[allow(clippy::assign_op_pattern)]
-fn jvp_by_reverse_mode(
-    d: &EgnnDynamics,
+fn jvp_by_reverse_mode<D: Dynamics>(
+    d: &D,
     t: f64,
     x: &Tensor,
     h: Option<&Tensor>,
@@ -197,6 +198,105 @@ fn tangents_of_the_wrong_shape_are_refused() {
         .unwrap_err();
     assert!(
         matches!(err, EgnnError::Shape { what, .. } if what.contains("features")),
+        "{err}"
+    );
+}
+
+fn gnn(config: &EgnnConfig, n_dims: i64, node_nf: i64) -> (VarStore, GnnDynamics) {
+    let mut vs = VarStore::new(Device::Cpu);
+    let d = GnnDynamics::with_features(vs.root(), config, n_dims, node_nf).unwrap();
+    vs.set_kind(Kind::Double);
+    randomise_parameters(&vs, 0.3);
+    (vs, d)
+}
+
+#[test]
+fn gnf_tangent_is_the_jacobian_vector_product() {
+    let _rng = seeded(15);
+    // A particle system (every node real) with and without attention.
+    for attention in [true, false] {
+        let config = EgnnConfig {
+            attention,
+            ..Default::default()
+        };
+        let (_vs, d) = gnn(&config, 2, 0);
+        let x = Tensor::randn([3, 4, 2], F64) * 1.5;
+        let dx = Tensor::randn([3, 4, 2], F64);
+        let masks = Masks::full(3, 4, Kind::Double, Device::Cpu);
+        let (v, dv) = d
+            .velocity_jvp(0.3, &x, None, &dx, None, &masks)
+            .unwrap()
+            .unwrap();
+        let plain = d.velocity(0.3, &x, None, &masks).unwrap();
+        assert_eq!(relative_error(&v.x, &plain.x), 0.0, "velocity changed");
+        let (jx, _) = jvp_by_reverse_mode(&d, 0.3, &x, None, &dx, None, &masks);
+        let err = relative_error(&dv.x, &jx);
+        assert!(err < TOLERANCE, "attention {attention}: error {err:e}");
+        assert!(jx.abs().max().double_value(&[]) > 1e-3, "trivial Jacobian");
+    }
+    // Padded graphs (4, 2 and 3 real nodes of 4) with node features, attention, no time.
+    let config = EgnnConfig {
+        attention: true,
+        condition_time: false,
+        ..Default::default()
+    };
+    let (_vs, d) = gnn(&config, 3, 2);
+    let node_mask = Tensor::from_slice(&[
+        1.0f64, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0,
+    ])
+    .view([3, 4]);
+    let masks = Masks::from_node_mask(&node_mask);
+    let node = node_mask.unsqueeze(-1);
+    let x = geometry::centre(&(Tensor::randn([3, 4, 3], F64) * 1.5), Some(&node_mask)).unwrap();
+    let h = Tensor::randn([3, 4, 2], F64) * &node;
+    let dx = Tensor::randn([3, 4, 3], F64);
+    let dh = Tensor::randn([3, 4, 2], F64);
+    let (v, dv) = d
+        .velocity_jvp(0.6, &x, Some(&h), &dx, Some(&dh), &masks)
+        .unwrap()
+        .unwrap();
+    let plain = d.velocity(0.6, &x, Some(&h), &masks).unwrap();
+    assert_eq!(relative_error(&v.x, &plain.x), 0.0);
+    assert_eq!(
+        relative_error(v.h.as_ref().unwrap(), plain.h.as_ref().unwrap()),
+        0.0
+    );
+    let (jx, jh) = jvp_by_reverse_mode(&d, 0.6, &x, Some(&h), &dx, Some(&dh), &masks);
+    let (jh, dvh) = (jh.unwrap(), dv.h.unwrap());
+    for (what, ours, reference) in [("x", &dv.x, &jx), ("h", &dvh, &jh)] {
+        let err = relative_error(ours, reference);
+        assert!(err < TOLERANCE, "padded, {what}: error {err:e}");
+        assert!(
+            reference.abs().max().double_value(&[]) > 1e-3,
+            "{what}: trivial"
+        );
+    }
+    let padded = node.ones_like() - &node;
+    for t in [&dv.x, &dvh] {
+        assert_eq!((t * &padded).abs().max().double_value(&[]), 0.0);
+    }
+    // With a graph (training) the tangent is the same up to round-off.
+    let (_, with_graph) = d
+        .velocity_jvp(
+            0.6,
+            &x.set_requires_grad(true),
+            Some(&h),
+            &dx,
+            Some(&dh),
+            &masks,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(with_graph.x.requires_grad());
+    let err = relative_error(&with_graph.x, &dv.x);
+    assert!(err < TOLERANCE, "with a graph: error {err:e}");
+    // Tangents of the wrong shape are refused.
+    let err = d
+        .velocity_jvp(0.6, &x, Some(&h), &dx, Some(&dh.narrow(-1, 0, 1)), &masks)
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(err, EgnnError::Shape { ref got, .. } if got == &vec![3, 4, 1]),
         "{err}"
     );
 }
