@@ -78,6 +78,9 @@ impl GraphConv {
     /// [`GraphConv::forward`] with the tangent of its output for a tangent `dh` of `h` (same
     /// shape; `None`: no tangent, and none returned). The features are those of the plain forward
     /// pass, bit for bit; the tangent is differentiable by autograd when its inputs are.
+    ///
+    /// Panics (in libtorch) when `h` or `dh` is not `[batch, nodes, hidden]` of the layer's kind
+    /// and device; [`GnnDynamics`] checks its inputs before calling it.
     // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op inside an autograd graph.
     #[allow(clippy::assign_op_pattern)]
     pub fn forward_jvp(
@@ -110,8 +113,8 @@ impl GraphConv {
             m = m * &masks.edge;
             dm = dm.map(|dm| dm * &masks.edge);
         }
-        let sum_edges = |m: &Tensor| m.sum_dim_intlist(&[2i64][..], false, m.kind()); // [B, M, H]
-                                                                                      // h_i <- h_i + phi_h(h_i, sum_j m_ij).
+        // h_i <- h_i + phi_h(h_i, sum_j m_ij), the sum over the edges giving [B, M, H].
+        let sum_edges = |m: &Tensor| m.sum_dim_intlist(&[2i64][..], false, m.kind());
         let z = self.node_in.forward(&Tensor::cat(&[h, &sum_edges(&m)], -1));
         let dz = dm.zip(dh).map(|(dm, dh)| {
             self.node_in

@@ -175,8 +175,9 @@ fn flat_concat(tensors: &[Tensor], like: &Tensor) -> Tensor {
 /// The forward solve's own output need not be kept in a graph: run it under `tch::no_grad`.
 ///
 /// Errors: [`OdeError::InvalidOptions`] when the lengths of `t_eval`, `ys` and `grad_ys` or the
-/// shapes of the cotangents disagree, or the trainable parameters differ in kind or device (their
-/// gradients are integrated as one tensor); any error of the backward solve (non-finite adjoint,
+/// shapes of the cotangents disagree, the state has no components, or the trainable parameters
+/// differ in kind or lie on another device than the state (their gradients are integrated as one
+/// tensor beside it); any error of the backward solve (non-finite adjoint,
 /// step-size underflow, too many steps, the right-hand side's errors), with the time it happened
 /// at.
 pub fn adjoint_gradients(
@@ -196,6 +197,11 @@ pub fn adjoint_gradients(
         )));
     }
     let n = ys[0].len();
+    if n == 0 {
+        return Err(OdeError::InvalidOptions(
+            "adjoint: the state has no components".into(),
+        ));
+    }
     for (i, (y, g)) in ys.iter().zip(grad_ys).enumerate() {
         let same =
             y.len() == n && g.len() == n && y.iter().zip(g).all(|(a, b)| a.size() == b.size());
@@ -209,14 +215,15 @@ pub fn adjoint_gradients(
         .filter(|&i| params[i].requires_grad())
         .collect();
     if let Some(&first) = trainable.first() {
-        let (kind, device) = (params[first].kind(), params[first].device());
+        let (kind, device) = (params[first].kind(), ys[0][0].device());
         if let Some(&i) = trainable
             .iter()
             .find(|&&i| params[i].kind() != kind || params[i].device() != device)
         {
             return Err(OdeError::InvalidOptions(format!(
-                "adjoint: trainable parameter {i} is {:?} on {:?}, parameter {first} {kind:?} on \
-                 {device:?} (their gradients are integrated as one tensor)",
+                "adjoint: trainable parameter {i} is {:?} on {:?}, parameter {first} {kind:?} and \
+                 the state on {device:?} (the gradients are integrated as one tensor beside the \
+                 state)",
                 params[i].kind(),
                 params[i].device()
             )));
@@ -238,8 +245,9 @@ pub fn adjoint_gradients(
     let detach = |v: &[Tensor]| v.iter().map(|t| t.detach()).collect::<Vec<_>>();
     let mut a = detach(&grad_ys[k - 1]);
     let total: i64 = aug_rhs.param_sizes.iter().sum();
-    // g is one flat tensor in the state's kind (the parameters' gradients are accumulated in it
-    // as the state's kind, as torchdiffeq does) on the state's device.
+    // g is one flat tensor in the parameters' kind and on their device (all trainable parameters
+    // share them and the state's device, checked above; torchdiffeq's `zeros_like(param)`); the
+    // state's kind when there are none.
     let like = &ys[k - 1][0];
     let mut g = match aug_rhs.params.first() {
         Some(p) => Tensor::zeros([total], (p.kind(), p.device())),

@@ -22,26 +22,28 @@ pub enum ErrorNorm {
 }
 
 /// Per component, its sum of squares (in f64) and number of entries, with one host
-/// synchronisation for the whole state.
+/// synchronisation for the whole state (one per component if they lie on different devices).
 fn rms_parts(v: &[Tensor]) -> Vec<(f64, usize)> {
-    if v.is_empty() {
-        return Vec::new();
-    }
     let sums: Vec<Tensor> = v
         .iter()
         .map(|t| t.detach().to_kind(Kind::Double).square().sum(Kind::Double))
         .collect();
-    let sums = Vec::<f64>::try_from(Tensor::stack(&sums, 0))
-        .expect("a stack of f64 scalars converts to a Vec<f64>");
-    sums.into_iter().zip(v.iter().map(|t| t.numel())).collect()
+    let values = match Tensor::f_stack(&sums, 0).and_then(|s| Vec::<f64>::try_from(s)) {
+        Ok(values) => values,
+        Err(_) => sums.iter().map(|s| s.double_value(&[])).collect(),
+    };
+    values
+        .into_iter()
+        .zip(v.iter().map(|t| t.numel()))
+        .collect()
 }
 
 /// The components of `v` (a state or an error estimate of `rhs`'s problem) as the error norm
 /// measures them: a component that `rhs` splits into parts ([`OdeRhs::norm_parts`]) is replaced by
 /// its parts (views of its flattened entries, no copies).
 ///
-/// Errors: [`OdeError::InvalidOptions`] when the parts' sizes do not add up to the component's
-/// number of entries.
+/// Errors: [`OdeError::InvalidOptions`] when the parts' sizes are negative or do not add up to the
+/// component's number of entries.
 pub fn norm_components(rhs: &dyn OdeRhs, v: &[Tensor]) -> Result<Vec<Tensor>, OdeError> {
     let mut out = Vec::with_capacity(v.len());
     for (i, t) in v.iter().enumerate() {
@@ -49,10 +51,10 @@ pub fn norm_components(rhs: &dyn OdeRhs, v: &[Tensor]) -> Result<Vec<Tensor>, Od
             None => out.push(t.shallow_clone()),
             Some(sizes) => {
                 let total: i64 = sizes.iter().sum();
-                if total != t.numel() as i64 {
+                if total != t.numel() as i64 || sizes.iter().any(|&s| s < 0) {
                     return Err(OdeError::InvalidOptions(format!(
-                        "the norm's parts of state component {i} have {total} entries, the \
-                         component {}",
+                        "the norm's parts of state component {i} ({sizes:?}) do not divide its {} \
+                         entries",
                         t.numel()
                     )));
                 }

@@ -65,7 +65,9 @@ pub trait OdeRhs {
     /// separate components, e.g. the adjoint's parameter gradients, kept as one flat tensor so that
     /// a step costs the same number of tensor operations however many parameter tensors there
     /// are, but controlled per parameter tensor as torchdiffeq does. `None` (the default): the
-    /// component is one part.
+    /// component is one part. Sizes that are negative or do not add up to the component's entries
+    /// make the solve fail with [`OdeError::InvalidOptions`]; components beyond
+    /// [`OdeRhs::error_components`] are never measured.
     fn norm_parts(&self, component: usize) -> Option<&[i64]> {
         let _ = component;
         None

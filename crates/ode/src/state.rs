@@ -40,13 +40,14 @@ pub fn combination(terms: &[(f64, &[Tensor])]) -> Vec<Tensor> {
     add_combination(&zero, terms)
 }
 
-/// Whether every entry of every component is finite (one host synchronisation for the state).
+/// Whether every entry of every component is finite (one host synchronisation for the state,
+/// one per component if they lie on different devices).
 pub fn all_finite(y: &[Tensor]) -> bool {
-    if y.is_empty() {
-        return true;
-    }
     let each: Vec<Tensor> = y.iter().map(|t| t.isfinite().all()).collect();
-    Tensor::stack(&each, 0).all().int64_value(&[]) != 0
+    match Tensor::f_stack(&each, 0) {
+        Ok(all) => all.numel() == 0 || all.all().int64_value(&[]) != 0,
+        Err(_) => each.iter().all(|t| t.int64_value(&[]) != 0),
+    }
 }
 
 /// Detached copies of the components (no autograd history), in the same kind.

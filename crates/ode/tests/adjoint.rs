@@ -160,6 +160,43 @@ fn frozen_parameters_are_skipped_and_unused_ones_get_zero_gradients() {
 }
 
 #[test]
+fn without_trainable_parameters_only_the_state_is_differentiated() {
+    let model = Linear::new();
+    let rhs = model.rhs();
+    let sol =
+        tch::no_grad(|| OdeSolver::dopri5(1e-9, 1e-9).solve_at(&rhs, &[0.0, 1.0], &y0())).unwrap();
+    let grad_ys = vec![
+        vec![Tensor::zeros([3], F64), Tensor::zeros([1], F64)],
+        vec![Tensor::ones([3], F64), Tensor::ones([1], F64)],
+    ];
+    let options = AdjointOptions {
+        solver: OdeSolver::dopri5(1e-9, 1e-9),
+        seminorm: false,
+    };
+    let with = adjoint_gradients(
+        &options,
+        &rhs,
+        &[model.a.shallow_clone()],
+        &[0.0, 1.0],
+        &sol.y,
+        &grad_ys,
+    )
+    .unwrap();
+    // All frozen, or none given: no parameter gradient, and the same dL/dy(t_0) to the tolerance.
+    let frozen = [model.a.detach(), model.b.detach()];
+    for params in [&frozen[..], &[]] {
+        let without =
+            adjoint_gradients(&options, &rhs, params, &[0.0, 1.0], &sol.y, &grad_ys).unwrap();
+        assert!(without.params.iter().all(Option::is_none));
+        assert_eq!(without.params.len(), params.len());
+        for (a, b) in without.y0.iter().zip(&with.y0) {
+            let err = max_rel(a, b);
+            assert!(err < 1e-7, "relative difference {err}");
+        }
+    }
+}
+
+#[test]
 fn mismatched_cotangents_are_a_typed_error() {
     let model = Linear::new();
     let rhs = model.rhs();
@@ -179,6 +216,31 @@ fn mismatched_cotangents_are_a_typed_error() {
     assert!(matches!(e, OdeError::InvalidOptions(_)), "{e}");
     let e = adjoint(&[y0(), vec![Tensor::zeros([2], F64), Tensor::zeros([1], F64)]]);
     assert!(e.to_string().contains("cotangent"), "{e}");
+    // A state without components, and parameters of another kind than the first one.
+    let empty = adjoint_gradients(
+        &AdjointOptions::default(),
+        &rhs,
+        &[],
+        &[0.0, 1.0],
+        &[vec![], vec![]],
+        &[vec![], vec![]],
+    )
+    .unwrap_err();
+    assert!(empty.to_string().contains("no components"), "{empty}");
+    let mixed = [
+        model.a.shallow_clone(),
+        Tensor::ones([2], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+    ];
+    let e = adjoint_gradients(
+        &AdjointOptions::default(),
+        &rhs,
+        &mixed,
+        &[0.0, 1.0],
+        &ys,
+        &[y0(), y0()],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("parameter 1"), "{e}");
 }
 
 /// The backward solve integrates the parameter gradients as one flat tensor but controls its
