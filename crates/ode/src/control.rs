@@ -28,7 +28,7 @@ fn rms_parts(v: &[Tensor]) -> Vec<(f64, usize)> {
         .iter()
         .map(|t| t.detach().to_kind(Kind::Double).square().sum(Kind::Double))
         .collect();
-    let values = match Tensor::f_stack(&sums, 0).and_then(|s| Vec::<f64>::try_from(s)) {
+    let values = match Tensor::f_stack(&sums, 0).and_then(Vec::<f64>::try_from) {
         Ok(values) => values,
         Err(_) => sums.iter().map(|s| s.double_value(&[])).collect(),
     };
