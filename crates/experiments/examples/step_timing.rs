@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release -p enf-experiments --example step_timing -- <run_dir> [steps] [workers]`
 //! loads `<run_dir>/config.toml` and `<run_dir>/last.safetensors` and prints seconds and NFE per
-//! step for the first training batches. The optimiser steps change the model, as in training.
+//! step for the first training batches, with epoch 1's batches and probes (seeded as training
+//! seeds them, so runs are repeatable). The optimiser steps change the model, as in training.
 
 use datasets::ensure_dataset;
 use experiments::{
@@ -37,6 +38,9 @@ fn main() -> anyhow::Result<()> {
     let mut opt = optimiser(&model, t);
     let schedule = training_schedule(&config, &dataset)?;
     let (mut seconds, mut nfes) = (Vec::new(), Vec::new());
+    // The probes of epoch 1 as training draws them, so that two runs (an A/B of two builds or
+    // configurations) see the same batches and probes.
+    tch::manual_seed(experiments::train::epoch_seed(t.seed, 1));
     for (i, batch) in schedule.epoch(&dataset, 1)?.cycle().take(steps).enumerate() {
         let batch = TensorBatch::from_batch(&batch, tch::Kind::Float, tch::Device::Cpu);
         let start = Instant::now();

@@ -92,7 +92,7 @@ pub fn optimiser(model: &EnfModel, training: &TrainingConfig) -> AdamW {
 
 /// The seed of libtorch's generator (Hutchinson probes) for epoch `epoch` of a run seeded with
 /// `seed`; epoch `epochs + 1` is the final test evaluation.
-fn epoch_seed(seed: u64, epoch: usize) -> i64 {
+pub fn epoch_seed(seed: u64, epoch: usize) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(epoch as u64) & (i64::MAX as u64)) as i64
 }
 
