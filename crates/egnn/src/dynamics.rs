@@ -53,11 +53,11 @@ pub trait Dynamics {
 
     /// Forward-mode derivative: the velocity at `(x, h)` and its directional derivative `J (dx,
     /// dh)` along the tangent `dx [batch, nodes, dims]`, `dh [batch, nodes, nf]` (`None`: zero; a
-    /// `dh` for dynamics without features is an error), both differentiable by autograd. With it a flow computes
-    /// Hutchinson's `eps^T J eps` from `J eps` in the same pass as the velocity, and training
-    /// differentiates that pass once instead of differentiating a vector-Jacobian product (a
-    /// second backward pass). `None` (the default): the flow uses autograd's vector-Jacobian
-    /// product.
+    /// `dh` for dynamics without features is an error), both differentiable by autograd. With it
+    /// a flow computes Hutchinson's `eps^T J eps` from `J eps` in the same pass as the velocity,
+    /// and training differentiates that pass once instead of differentiating a vector-Jacobian
+    /// product (a second backward pass). `None` (the default): the flow uses autograd's
+    /// vector-Jacobian product.
     ///
     /// Returns `(velocity, tangent of the velocity)`; the tangent's `h` is `Some` exactly when the
     /// velocity's is.
