@@ -16,8 +16,15 @@ pub struct EpochMetrics {
     pub train_nll: f64,
     /// Mean NFE per training step over the epoch (forward solve only).
     pub train_nfe_per_step: f64,
-    /// Seconds per training step over the epoch (the steps alone, validation excluded).
+    /// Mean seconds per training step over the epoch (the steps alone, validation excluded).
+    /// Wall time: a process suspended during the epoch (SIGSTOP, a laptop's sleep) counts the
+    /// pause in the step it interrupted.
     pub seconds_per_step: f64,
+    /// Median seconds of the epoch's training steps: a single pause lands in one step, so unlike
+    /// [`EpochMetrics::seconds_per_step`] it does not move the median of an epoch of three or
+    /// more steps. Absent in metrics written before 2026-12-01.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_seconds_per_step: Option<f64>,
     /// Validation evaluation, on evaluation epochs.
     pub validation: Option<Evaluation>,
 }

@@ -391,10 +391,14 @@ pub fn train(
         None => (1, None, None),
     };
     let (earlier_metrics, earlier_seconds) = earlier.unwrap_or_default();
-    // Earlier epochs' steps, for the run's statistics.
+    // Earlier epochs' steps, for the run's statistics: each epoch's median stands for its steps
+    // (the mean in metrics written before medians were recorded).
     let mut step_seconds: Vec<f64> = earlier_metrics
         .iter()
-        .flat_map(|m| std::iter::repeat_n(m.seconds_per_step, steps_per_epoch))
+        .flat_map(|m| {
+            let typical = m.median_seconds_per_step.unwrap_or(m.seconds_per_step);
+            std::iter::repeat_n(typical, steps_per_epoch)
+        })
         .collect();
     let mut total_nfe: f64 = earlier_metrics
         .iter()
@@ -419,15 +423,15 @@ pub fn train(
     let mut running = f64::NAN;
     for epoch in first_epoch..=t.epochs {
         tch::manual_seed(epoch_seed(t.seed, epoch));
-        let (mut epoch_nll, mut epoch_nfe, mut epoch_train_seconds) = (0.0, 0.0, 0.0);
+        let (mut epoch_nll, mut epoch_nfe) = (0.0, 0.0);
+        let mut epoch_step_seconds = Vec::with_capacity(steps_per_epoch);
         for (step, batch) in schedule.epoch(dataset, epoch as u64)?.enumerate() {
             let step_start = Instant::now();
             let batch = TensorBatch::from_batch(&batch, Kind::Float, device);
             let (nll, nfe) =
                 train_step(&model, &mut opt, &mut clipper, &batch, config, epoch, step)?;
             let seconds = step_start.elapsed().as_secs_f64();
-            step_seconds.push(seconds);
-            epoch_train_seconds += seconds;
+            epoch_step_seconds.push(seconds);
             epoch_nll += nll;
             epoch_nfe += nfe;
             running = if running.is_nan() {
@@ -442,6 +446,8 @@ pub fn train(
             bar.inc(1);
         }
         total_nfe += epoch_nfe;
+        let epoch_train_seconds: f64 = epoch_step_seconds.iter().sum();
+        step_seconds.extend_from_slice(&epoch_step_seconds);
         let validation = if epoch % t.eval_every == 0 || epoch == t.epochs {
             let eval = evaluate_nll(
                 &model,
@@ -472,6 +478,7 @@ pub fn train(
             train_nll: epoch_nll / steps_per_epoch as f64,
             train_nfe_per_step: epoch_nfe / steps_per_epoch as f64,
             seconds_per_step: epoch_train_seconds / steps_per_epoch as f64,
+            median_seconds_per_step: Some(median(epoch_step_seconds)),
             validation,
         };
         // Order matters for resuming: the metrics line (on disk), then `last`, then `best`; a

@@ -62,6 +62,18 @@ fn a_short_run_writes_its_files_and_a_readable_result() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(epochs.len(), 2);
+    for e in &epochs {
+        let median = e
+            .median_seconds_per_step
+            .expect("median step time recorded");
+        assert!(median > 0.0 && median.is_finite(), "{e:?}");
+    }
+    // A line written before medians were recorded still reads.
+    let old: experiments::results::EpochMetrics = serde_json::from_str(
+        r#"{"epoch":3,"train_nll":9.5,"train_nfe_per_step":20.0,"seconds_per_step":0.1,"validation":null}"#,
+    )
+    .unwrap();
+    assert_eq!(old.median_seconds_per_step, None);
     // Training from the initial flow (NLL about 17 nats on DW4) improves within two epochs.
     assert!(
         epochs[1].train_nll < epochs[0].train_nll,
