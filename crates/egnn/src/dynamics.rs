@@ -137,15 +137,23 @@ pub(crate) fn check_tangents(
     }
 }
 
-/// Checks that `x` is positions `[batch, nodes, dims]` fitting `masks`; returns its shape.
+/// Checks that `x` is positions `[batch, nodes, dims]` fitting `masks`, with `dims = n_dims` when
+/// the dynamics fix it (`None`: any); returns its shape.
 ///
-/// Errors: [`EgnnError::Shape`] naming what was received.
-pub(crate) fn check_positions(x: &Tensor, masks: &Masks) -> Result<Vec<i64>, EgnnError> {
+/// Errors: [`EgnnError::Shape`] naming what was expected and received.
+pub(crate) fn check_positions(
+    x: &Tensor,
+    masks: &Masks,
+    n_dims: Option<i64>,
+) -> Result<Vec<i64>, EgnnError> {
     let size = x.size();
-    if size.len() != 3 {
+    if size.len() != 3 || n_dims.is_some_and(|n| size[2] != n) {
         return Err(EgnnError::Shape {
             what: "positions",
-            expected: "[batch, nodes, dims]".into(),
+            expected: match n_dims {
+                Some(n) => format!("[batch, nodes, {n}]"),
+                None => "[batch, nodes, dims]".into(),
+            },
             got: size,
         });
     }
@@ -227,7 +235,7 @@ impl Dynamics for EgnnDynamics {
         h: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<Velocity, EgnnError> {
-        let size = check_positions(x, masks)?;
+        let size = check_positions(x, masks, None)?;
         check_features(h, self.node_nf, &size, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;
         let out = self.egnn_pass(&node_input, None, x, None, masks)?;
@@ -302,7 +310,7 @@ impl EgnnDynamics {
         dh: Option<&Tensor>,
         masks: &Masks,
     ) -> Result<(Velocity, Velocity), EgnnError> {
-        let size = check_positions(x, masks)?;
+        let size = check_positions(x, masks, None)?;
         let h = check_features(h, self.node_nf, &size, "none (particle system)")?;
         check_tangents(&size, h, dx, dh, "none (particle system)")?;
         let node_input = self.node_input(t, x, h)?;

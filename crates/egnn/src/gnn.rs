@@ -28,7 +28,7 @@
 
 use crate::config::EgnnConfig;
 use crate::conv::silu_jvp;
-use crate::dynamics::{check_features, check_tangents, Dynamics, Velocity};
+use crate::dynamics::{check_features, check_positions, check_tangents, Dynamics, Velocity};
 use crate::error::EgnnError;
 use crate::linear::{split_edge_input, Linear};
 use crate::masks::{gather_neighbours, Masks};
@@ -208,15 +208,7 @@ impl GnnDynamics {
         masks: &Masks,
     ) -> Result<(Velocity, Option<Velocity>), EgnnError> {
         let none = "none (GNF dynamics over positions only)";
-        let size = x.size();
-        if size.len() != 3 || size[2] != self.n_dims {
-            return Err(EgnnError::Shape {
-                what: "positions",
-                expected: format!("[batch, nodes, {}]", self.n_dims),
-                got: size,
-            });
-        }
-        masks.check_fits(x)?;
+        let size = check_positions(x, masks, Some(self.n_dims))?;
         let features = check_features(h, self.node_nf, &size, none)?;
         if let Some((dx, dh)) = tangent {
             check_tangents(&size, features, dx, dh, none)?;

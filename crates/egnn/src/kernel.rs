@@ -117,7 +117,7 @@ impl KernelDynamics {
     // `a = a * b` on purpose: `*=` on a tensor is libtorch's in-place op inside an autograd graph.
     #[allow(clippy::assign_op_pattern)]
     fn evaluate(&self, t: f64, x: &Tensor, masks: &Masks) -> Result<(Tensor, Tensor), EgnnError> {
-        let size = check_positions(x, masks)?;
+        let size = check_positions(x, masks, None)?;
         let n_dims = size[2] as f64;
         let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]
         let sq = diff.square().sum_dim_intlist(&[-1i64][..], true, x.kind()); // [B, M, M-1, 1]

@@ -134,7 +134,7 @@ impl SimpleDynamics {
     /// Pair quantities of positions `x [batch, nodes, dims]`: differences, squared distances,
     /// distances and `f'(d)` (zero on padded pairs), and `f''(d)` if `second`.
     fn pair_terms(&self, x: &Tensor, masks: &Masks, second: bool) -> Result<PairTerms, EgnnError> {
-        check_positions(x, masks)?;
+        check_positions(x, masks, None)?;
         let kind = x.kind();
         let diff = neighbour_differences(x, &masks.neighbours); // [B, M, M-1, n]
         let sq = diff.square().sum_dim_intlist(&[-1i64][..], true, kind); // [B, M, M-1, 1]

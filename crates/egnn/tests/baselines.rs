@@ -308,7 +308,7 @@ fn bad_inputs_are_typed_errors() {
     let x3 = Tensor::zeros([2, 4, 3], (Kind::Float, Device::Cpu));
     assert!(matches!(
         g.velocity(0.0, &x3, None, &masks),
-        Err(EgnnError::Shape { .. })
+        Err(EgnnError::Shape { ref expected, .. }) if expected == "[batch, nodes, 2]"
     ));
     let s = SimpleDynamics::new(vs.root() / "simple", &SimpleConfig::default()).unwrap();
     let h = Tensor::zeros([2, 4, 1], (Kind::Float, Device::Cpu));
