@@ -32,15 +32,28 @@ pub fn lock_run_dir(run_dir: &Path) -> Result<RunLock, ExperimentError> {
         .write(true)
         .open(&path)
         .map_err(|e| ExperimentError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(RunLock { _file: file }),
-        Err(TryLockError::WouldBlock) => Err(ExperimentError::Config {
+    if try_lock_exclusive(&file, &path)? {
+        Ok(RunLock { _file: file })
+    } else {
+        Err(ExperimentError::Config {
             key: run_dir.display().to_string(),
             message: "the run is being trained by another process (its directory is locked); \
                       wait for it or choose another run directory"
                 .into(),
-        }),
-        Err(TryLockError::Error(e)) => Err(ExperimentError::io(&path, e)),
+        })
+    }
+}
+
+/// Takes the exclusive advisory lock of `file` (opened from `path`) without waiting, as the run
+/// directories and the QM9 evaluation journals do: `Ok(true)` when taken (released when the file
+/// is closed), `Ok(false)` when another open file description, i.e. another process, holds it.
+///
+/// Errors: [`ExperimentError::Io`] naming `path` when the lock cannot be taken for another reason.
+pub(crate) fn try_lock_exclusive(file: &File, path: &Path) -> Result<bool, ExperimentError> {
+    match file.try_lock() {
+        Ok(()) => Ok(true),
+        Err(TryLockError::WouldBlock) => Ok(false),
+        Err(TryLockError::Error(e)) => Err(ExperimentError::io(path, e)),
     }
 }
 

@@ -42,6 +42,15 @@ fn qm9() -> datasets::qm9::Qm9Dataset {
     .unwrap()
 }
 
+/// Asserts that two models hold the same parameters, bit for bit; `what` says which the second is.
+fn assert_same_parameters(a: &tch::nn::VarStore, b: &tch::nn::VarStore, what: &str) {
+    let (va, vb) = (a.variables(), b.variables());
+    assert_eq!(va.len(), vb.len(), "{what}: other parameters");
+    for (name, t) in &va {
+        assert!(t.equal(&vb[name]), "{name} differs: {what}");
+    }
+}
+
 #[test]
 fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     let _guard = geometry::testing::seeded(31);
@@ -59,10 +68,7 @@ fn a_resumed_run_ends_where_an_uninterrupted_one_does() {
     assert_eq!(first_step, Some(4));
     let metrics = std::fs::read_to_string(b.join(files::METRICS)).unwrap();
     assert_eq!(metrics.lines().count(), 5);
-    let (va, vb) = (whole.vs.variables(), resumed.vs.variables());
-    for (name, t) in &va {
-        assert!(t.equal(&vb[name]), "{name} differs after resuming");
-    }
+    assert_same_parameters(&whole.vs, &resumed.vs, "after resuming");
     // Another configuration in that directory is refused, and the files are left alone.
     let other = Qm9RunConfig {
         seed: 4,
@@ -94,14 +100,15 @@ fn a_resumed_gnf_att_aug_run_draws_the_same_rotations() {
         .any(|k| k.starts_with("dynamics.gnn.")));
     train_qm9(&aug(2), &ds, &b, |_, _| {}).unwrap();
     let (resumed, _) = train_qm9(&aug(4), &ds, &b, |_, _| {}).unwrap();
-    let (va, vb) = (whole.vs.variables(), resumed.vs.variables());
-    for (name, t) in &va {
-        assert!(t.equal(&vb[name]), "{name} differs after resuming");
-    }
+    assert_same_parameters(&whole.vs, &resumed.vs, "after resuming");
     // The augmentation is real: the same run without rotations (GNF-att) ends elsewhere.
     let (plain, _) = train_qm9(&config_of(FlowMethod::GnfAtt, 4), &ds, &c, |_, _| {}).unwrap();
     let vc = plain.vs.variables();
-    assert!(va.iter().any(|(name, t)| !t.equal(&vc[name])));
+    assert!(whole
+        .vs
+        .variables()
+        .iter()
+        .any(|(name, t)| !t.equal(&vc[name])));
 }
 
 /// The reference's protocol ([`experiments::qm9::protocol`]): a validated run keeps the
@@ -146,13 +153,7 @@ fn a_validated_run_keeps_its_best_epoch_and_resumes() {
         |_, _| {},
     )
     .unwrap();
-    let (vb, vp) = (best.vs.variables(), plain.vs.variables());
-    for (name, t) in &vp {
-        assert!(
-            t.equal(&vb[name]),
-            "{name}: not the best epoch's parameters"
-        );
-    }
+    assert_same_parameters(&plain.vs, &best.vs, "not the best epoch's parameters");
 
     // Stopped after one epoch, killed while writing the next line, then re-run for three.
     train_with_validation(&validated(1), &ds, &b, |_, _| {}, |_| {}).unwrap();
@@ -176,10 +177,7 @@ fn a_validated_run_keeps_its_best_epoch_and_resumes() {
             .collect()
     };
     assert_eq!(key(&again.history), key(&whole.history));
-    let vr = resumed.vs.variables();
-    for (name, t) in &vb {
-        assert!(t.equal(&vr[name]), "{name} differs after resuming");
-    }
+    assert_same_parameters(&best.vs, &resumed.vs, "after resuming");
     // Other settings in that directory are refused, its files left alone.
     let other = ValidatedRunConfig {
         n_val: Some(5),

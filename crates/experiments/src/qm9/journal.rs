@@ -122,16 +122,12 @@ impl EvaluationJournal {
             .append(true)
             .open(path)
             .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(refuse(
-                    "in use by another process (it is locked); wait for that evaluation or \
-                     choose another journal"
-                        .into(),
-                ))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        if !crate::run_lock::try_lock_exclusive(&file, path)? {
+            return Err(refuse(
+                "in use by another process (it is locked); wait for that evaluation or choose \
+                 another journal"
+                    .into(),
+            ));
         }
         if file.metadata().map_err(io)?.len() == 0 {
             // An empty file (made by hand): the header goes in under the lock.
