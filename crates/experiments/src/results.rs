@@ -20,9 +20,11 @@ pub struct EpochMetrics {
     /// Wall time: a process suspended during the epoch (SIGSTOP, a laptop's sleep) counts the
     /// pause in the step it interrupted.
     pub seconds_per_step: f64,
-    /// Median seconds of the epoch's training steps: a single pause lands in one step, so unlike
-    /// [`EpochMetrics::seconds_per_step`] it does not move the median of an epoch of three or
-    /// more steps. Absent in metrics written before 2026-12-01.
+    /// Median seconds of the epoch's training steps (the upper median for an even count). A
+    /// single pause lands in one step, so unlike [`EpochMetrics::seconds_per_step`], which it can
+    /// move without bound, it moves this at most to a neighbouring step's time in an epoch of
+    /// three or more steps. Absent in lines written before commit 18b0fb6 (a resumed run's file
+    /// may hold both kinds) and for an epoch without steps.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub median_seconds_per_step: Option<f64>,
     /// Validation evaluation, on evaluation epochs.
@@ -50,7 +52,10 @@ pub struct RunResult {
     pub train_steps: usize,
     /// Mean NFE per training step (forward solve).
     pub mean_train_nfe: f64,
-    /// Median seconds per training step.
+    /// Median seconds per training step. The steps of this process are counted one by one; the
+    /// epochs an earlier process trained (a resumed run) each count as their steps' median
+    /// ([`EpochMetrics::median_seconds_per_step`], or their mean in older lines) repeated once
+    /// per step, so for a resumed run this approximates the median of all steps.
     pub median_step_seconds: f64,
     /// Wall time of the whole run, seconds.
     pub wall_seconds: f64,

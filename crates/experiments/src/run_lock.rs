@@ -46,7 +46,8 @@ pub fn lock_run_dir(run_dir: &Path) -> Result<RunLock, ExperimentError> {
 
 /// Takes the exclusive advisory lock of `file` (opened from `path`) without waiting, as the run
 /// directories and the QM9 evaluation journals do: `Ok(true)` when taken (released when the file
-/// is closed), `Ok(false)` when another open file description, i.e. another process, holds it.
+/// is closed), `Ok(false)` when another open file description holds it (another process, or
+/// another open of the same file in this one).
 ///
 /// Errors: [`ExperimentError::Io`] naming `path` when the lock cannot be taken for another reason.
 pub(crate) fn try_lock_exclusive(file: &File, path: &Path) -> Result<bool, ExperimentError> {

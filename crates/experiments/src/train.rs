@@ -478,7 +478,8 @@ pub fn train(
             train_nll: epoch_nll / steps_per_epoch as f64,
             train_nfe_per_step: epoch_nfe / steps_per_epoch as f64,
             seconds_per_step: epoch_train_seconds / steps_per_epoch as f64,
-            median_seconds_per_step: Some(median(epoch_step_seconds)),
+            median_seconds_per_step: (!epoch_step_seconds.is_empty())
+                .then(|| median(epoch_step_seconds)),
             validation,
         };
         // Order matters for resuming: the metrics line (on disk), then `last`, then `best`; a
